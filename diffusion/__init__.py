@@ -1,0 +1,25 @@
+"""Gaussian diffusion with selectable prediction targets, loss weightings (Min-SNR-γ and others) and samplers."""
+
+from .gaussian_diffusion import GaussianDiffusion, create_diffusion
+from .guidance import classifier_free_guidance
+from .samplers import SAMPLERS, get_sampler, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_heun
+from .schedules import SCHEDULES, betas_for_schedule, space_timesteps
+from .weighting import PREDICTIONS, WEIGHTINGS, loss_weight
+
+__all__ = [
+    "GaussianDiffusion",
+    "create_diffusion",
+    "classifier_free_guidance",
+    "SAMPLERS",
+    "get_sampler",
+    "sample_ddpm",
+    "sample_ddim",
+    "sample_heun",
+    "sample_dpmpp_2m",
+    "SCHEDULES",
+    "betas_for_schedule",
+    "space_timesteps",
+    "PREDICTIONS",
+    "WEIGHTINGS",
+    "loss_weight",
+]

@@ -1,0 +1,62 @@
+"""Per-timestep loss weights: the one table every caller uses.
+
+Hang et al. (ICCV 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy") define every weight
+w_x0(SNR) on the x0-MSE. Because ‖ε − ε̂‖² = SNR·‖x0 − x̂0‖² and ‖v − v̂‖² = (SNR + 1)·‖x0 − x̂0‖², the weight
+that multiplies the MSE of the model's own target is w_x0/SNR for ε, w_x0/(SNR + 1) for v and w_x0 for x0.
+"""
+
+import warnings
+
+import numpy as np
+
+PREDICTIONS = ("eps", "x0", "v")
+WEIGHTINGS = ("const", "snr", "max_snr", "min_snr", "soft_min_snr", "p2")
+
+# Combinations that Hang et al. report as diverging (Fig. 5): ε-prediction with const or max_snr.
+DIVERGING = {("eps", "const"), ("eps", "max_snr")}
+
+
+def loss_weight(weighting: str, snr: np.ndarray, prediction: str, gamma: float = 5.0) -> np.ndarray:
+    """Weight on the MSE of ``prediction``'s target at signal-to-noise ratio ``snr`` = ᾱ/(1 − ᾱ).
+
+    w_x0 by name:
+      const          1
+      snr            SNR                 (plain ε-MSE: DiT/ADM's default)
+      max_snr        max(SNR, γ)         (γ = 1 is Salimans & Ho's "truncated SNR")
+      min_snr        min(SNR, γ)         (Min-SNR-γ, the paper's method; γ = 5)
+      soft_min_snr   SNR·γ/(SNR + γ)     (a smooth min)
+      p2             SNR/(1 + SNR)^1     (P2 weighting, Choi et al., CVPR 2022, "Perception Prioritized
+                                          Training of Diffusion Models", with k = 1 and exponent 1: their
+                                          λ_t = 1/(k + SNR)^γ on the ε-MSE; γ here is not used)
+    then divided by SNR for ``eps``, by SNR + 1 for ``v``, unchanged for ``x0``.
+    """
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
+    if not gamma > 0:
+        raise ValueError(f"snr_gamma must be > 0, got {gamma}")
+    snr = np.asarray(snr, dtype=np.float64)
+    w_x0 = {
+        "const": lambda: np.ones_like(snr),
+        "snr": lambda: snr,
+        "max_snr": lambda: np.maximum(snr, gamma),
+        "min_snr": lambda: np.minimum(snr, gamma),
+        "soft_min_snr": lambda: snr * gamma / (snr + gamma),
+        "p2": lambda: snr / (1 + snr),
+    }[weighting]()
+    if prediction == "eps":
+        return w_x0 / snr
+    if prediction == "v":
+        return w_x0 / (snr + 1)
+    return w_x0
+
+
+def warn_if_diverging(prediction: str, weighting: str) -> None:
+    """Warn (but run) for a combination that Hang et al. report as diverging."""
+    if (prediction, weighting) in DIVERGING:
+        warnings.warn(
+            f"prediction={prediction!r} with weighting={weighting!r} diverged in Hang et al. 2023 "
+            "(Min-SNR, arXiv 2303.09556, Fig. 5); running it anyway",
+            stacklevel=3,
+        )
