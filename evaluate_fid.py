@@ -1,4 +1,7 @@
-"""ADM-protocol evaluation (FID, sFID, IS, precision/recall). Not built yet: issue #5 builds it on the tested `diffusion` package."""
+"""ADM-protocol evaluation (FID, sFID, IS, precision/recall).
+
+Not built yet: issue #5 builds it on the tested `diffusion` package.
+"""
 
 import sys
 

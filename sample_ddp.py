@@ -1,4 +1,7 @@
-"""Distributed sampling to ADM .npz. Not built yet: issue #5 builds it on the tested `diffusion` package."""
+"""Distributed sampling to ADM .npz.
+
+Not built yet: issue #5 builds it on the tested `diffusion` package.
+"""
 
 import sys
 

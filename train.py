@@ -1,4 +1,7 @@
-"""Training (torchrun train.py --weighting min_snr). Not built yet: issue #4 builds it on the tested `diffusion` package."""
+"""Training (torchrun train.py --weighting min_snr).
+
+Not built yet: issue #4 builds it on the tested `diffusion` package.
+"""
 
 import sys
 
