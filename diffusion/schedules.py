@@ -17,8 +17,8 @@ def betas_for_schedule(name: str, num_steps: int) -> np.ndarray:
     """
     if name not in SCHEDULES:
         raise ValueError(f"unknown noise schedule {name!r}; valid: {', '.join(SCHEDULES)}")
-    if num_steps < 1:
-        raise ValueError(f"diffusion_steps must be >= 1, got {num_steps}")
+    if num_steps < 2:
+        raise ValueError(f"diffusion_steps must be >= 2, got {num_steps}")
     if name == "linear":
         if num_steps <= 20:
             raise ValueError(f"the linear schedule scales β_T = 0.02·1000/T and needs T > 20, got T={num_steps}")
@@ -38,8 +38,8 @@ def space_timesteps(num_steps: int, spec: str | int) -> list[int]:
     """The subset of {0..T-1} that a respaced sampler visits, as DiT/ADM define it.
 
     ``""`` keeps all T steps. ``"N"`` (or a list ``"N1,N2,..."`` of per-section counts) takes N steps evenly
-    spaced over [0, T-1], rounding to integers, both ends included. ``"ddimN"`` takes range(0, T, T // N)
-    and fails if no integer stride gives exactly N steps.
+    spaced over [0, T-1], rounding to integers, both ends included. ``"ddimN"`` takes range(0, T, stride)
+    for the smallest stride in 1..T-1 that gives exactly N steps, and fails if none does.
     """
     spec = str(spec).strip()
     if spec == "":
@@ -50,7 +50,7 @@ def space_timesteps(num_steps: int, spec: str | int) -> list[int]:
         except ValueError:
             raise ValueError(f"bad timestep respacing {spec!r}; expected e.g. 'ddim50'") from None
         _check_count(n, num_steps, spec)
-        for stride in range(1, num_steps + 1):
+        for stride in range(1, num_steps):
             if len(range(0, num_steps, stride)) == n:
                 return list(range(0, num_steps, stride))
         raise ValueError(f"cannot take exactly {n} evenly strided steps from {num_steps} ({spec!r})")
@@ -68,7 +68,10 @@ def space_timesteps(num_steps: int, spec: str | int) -> list[int]:
         if count < 1:
             raise ValueError(f"respacing {spec!r}: every section needs at least 1 step")
         stride = (section - 1) / (count - 1) if count > 1 else 1
-        steps += [start + round(j * stride) for j in range(count)]
+        position = 0.0  # accumulated, not j·stride: the two round .5 cases differently, and DiT accumulates
+        for _ in range(count):
+            steps.append(start + round(position))
+            position += stride
         start += section
     return sorted(set(steps))
 

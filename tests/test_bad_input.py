@@ -28,10 +28,16 @@ def test_gamma_must_be_positive(gamma):
         create_diffusion(weighting="min_snr", snr_gamma=gamma)
 
 
-@pytest.mark.parametrize("spec", ["1001", "ddim2000", "ddim999", "fifty", "0", "600,600"])
+@pytest.mark.parametrize("spec", ["1001", "ddim2000", "ddim999", "fifty", "0", "600,600", "ddim1"])
 def test_bad_respacing(spec):
     with pytest.raises(ValueError, match="respacing|steps"):
         create_diffusion(timestep_respacing=spec, diffusion_steps=1000)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "scaled_linear"])
+def test_a_diffusion_needs_two_steps(schedule):
+    with pytest.raises(ValueError, match="diffusion_steps must be >= 2"):
+        create_diffusion(noise_schedule=schedule, diffusion_steps=1)
 
 
 def test_linear_schedule_with_too_few_steps():

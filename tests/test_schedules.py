@@ -53,3 +53,5 @@ def test_respacing_rules():
     assert space_timesteps(10, "2,3") == [0, 4, 5, 7, 9]  # two sections of 5 steps each
     assert space_timesteps(100, 100) == list(range(100))
     assert space_timesteps(50, "1") == [0]
+    # DiT accumulates the fractional stride (999/20 ten times is 499.49999…, which rounds to 499, not 500).
+    assert space_timesteps(1000, "21")[10] == 499
