@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .schedules import betas_for_schedule, space_timesteps
-from .weighting import PREDICTIONS, loss_weight, warn_if_diverging
+from .weighting import loss_weight, warn_if_diverging
 
 TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 
@@ -70,6 +70,9 @@ class GaussianDiffusion:
 
         self.alphas_cumprod = np.cumprod(1.0 - self.betas)
         self.alphas_cumprod_prev = np.append(1.0, self.alphas_cumprod[:-1])
+        self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
+        self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
+        self.log_betas = np.log(self.betas)
         self.snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
         self.sigmas = np.sqrt(1.0 / self.alphas_cumprod - 1.0)  # EDM noise level of each step: σ_t = 1/√SNR_t
         # Validates names and γ, and holds the weight of every step.
@@ -88,7 +91,7 @@ class GaussianDiffusion:
 
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = √ᾱ_t·x0 + √(1 − ᾱ_t)·ε."""
-        return _at(np.sqrt(self.alphas_cumprod), t, x0) * x0 + _at(np.sqrt(1 - self.alphas_cumprod), t, x0) * noise
+        return _at(self.sqrt_alphas_cumprod, t, x0) * x0 + _at(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
 
     def target(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """What the model is trained to output: ε, x0 or v = √ᾱ·ε − √(1 − ᾱ)·x0."""
@@ -96,16 +99,20 @@ class GaussianDiffusion:
             return noise
         if self.prediction == "x0":
             return x0
-        return _at(np.sqrt(self.alphas_cumprod), t, x0) * noise - _at(np.sqrt(1 - self.alphas_cumprod), t, x0) * x0
+        return _at(self.sqrt_alphas_cumprod, t, x0) * noise - _at(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
 
     def to_x0_eps(self, out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x̂0, ε̂) from the model's prediction ``out`` of its target at (x_t, t)."""
-        a, s = _at(np.sqrt(self.alphas_cumprod), t, x_t), _at(np.sqrt(1 - self.alphas_cumprod), t, x_t)
+        if self.prediction == "x0":
+            return out, self.eps_from_x0(out, x_t, t)
+        a, s = _at(self.sqrt_alphas_cumprod, t, x_t), _at(self.sqrt_one_minus_alphas_cumprod, t, x_t)
         if self.prediction == "eps":
             return (x_t - s * out) / a, out
-        if self.prediction == "x0":
-            return out, (x_t - a * out) / s
         return a * x_t - s * out, s * x_t + a * out  # v
+
+    def eps_from_x0(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """ε = (x_t − √ᾱ_t·x0)/√(1 − ᾱ_t)."""
+        return (x_t - _at(self.sqrt_alphas_cumprod, t, x_t) * x0) / _at(self.sqrt_one_minus_alphas_cumprod, t, x_t)
 
     def split_output(self, out: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Model output -> (prediction, variance values in [-1, 1] or None); checks the channel count."""
@@ -130,7 +137,7 @@ class GaussianDiffusion:
     def learned_log_variance(self, var_values: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """ADM's learned range: log σ² = f·log β_t + (1 − f)·log β̃_t with f = (v + 1)/2."""
         frac = (var_values + 1) / 2
-        max_log = _at(np.log(self.betas), t, var_values)
+        max_log = _at(self.log_betas, t, var_values)
         min_log = _at(self.posterior_log_variance_clipped, t, var_values)
         return frac * max_log + (1 - frac) * min_log
 
@@ -143,8 +150,7 @@ class GaussianDiffusion:
         x0, eps = self.to_x0_eps(pred.float(), x_t, t)
         if clip_denoised:
             x0 = x0.clamp(-1, 1)
-            a, s = _at(np.sqrt(self.alphas_cumprod), t, x_t), _at(np.sqrt(1 - self.alphas_cumprod), t, x_t)
-            eps = (x_t - a * x0) / s
+            eps = self.eps_from_x0(x0, x_t, t)
         return x0, eps, None if var_values is None else var_values.float()
 
     # ---- training ------------------------------------------------------------------------------------------
@@ -173,7 +179,7 @@ class GaussianDiffusion:
         x_t = self.q_sample(x_start, t, noise)
         pred, var_values = self.split_output(model(x_t, t, **(model_kwargs or {})), x_t)
         mse = mean_flat((self.target(x_start, t, noise) - pred.float()) ** 2)
-        weighted = torch.as_tensor(self.loss_weights, device=t.device)[t].to(mse) * mse
+        weighted = _at(self.loss_weights, t, mse) * mse
         terms = {"mse": mse, "weighted_mse": weighted, "loss": weighted}
         if var_values is not None:
             terms["vb"] = self.vb_term(pred.detach().float(), var_values.float(), x_start, x_t, t)
@@ -209,8 +215,6 @@ def create_diffusion(
     ``timestep_respacing`` picks the steps samplers visit (``""`` all, ``"250"``, ``"ddim50"``); training
     always draws t from all ``diffusion_steps``.
     """
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
     betas = betas_for_schedule(noise_schedule, diffusion_steps)
     return GaussianDiffusion(
         betas,
