@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from diffusion import classifier_free_guidance, create_diffusion, get_sampler
+from models import create_model, load_weights
+from tests.reference_forwards import random_official_vit_state_dict
 
 
 @pytest.mark.parametrize(
@@ -79,3 +81,45 @@ def test_guidance_interval_needs_the_diffusion_and_an_ordered_interval():
         classifier_free_guidance(lambda x, t, y: x, 1.5, 10, sigma_interval=(0.1, 1.0))
     with pytest.raises(ValueError, match="lo <= hi"):
         classifier_free_guidance(lambda x, t, y: x, 1.5, 10, sigma_interval=(2.0, 1.0), diffusion=create_diffusion())
+
+
+def test_unknown_model_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"unknown model 'DiT-XXL/2'; choose one of: DiT-T/2, .*ViT-XL/4$"):
+        create_model("DiT-XXL/2")
+
+
+@pytest.mark.parametrize("name", ["DiT-T/4", "ViT-T/4"])
+def test_input_shape_must_match_the_model(name):
+    with pytest.raises(ValueError, match="input_size 18 is not divisible by the patch size 4"):
+        create_model(name, input_size=18)
+    m = create_model(name, input_size=16, in_channels=1, num_classes=10)
+    t, y = torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"expects input \[B, 1, 16, 16\], got \[2, 1, 32, 32\]"):
+        m(torch.zeros(2, 1, 32, 32), t, y)
+    with pytest.raises(ValueError, match=r"expects input \[B, 1, 16, 16\], got \[2, 3, 16, 16\]"):
+        m(torch.zeros(2, 3, 16, 16), t, y)
+
+
+def test_vit_rejects_float_timesteps():
+    m = create_model("ViT-T/4", input_size=16, in_channels=1, num_classes=10)
+    with pytest.raises(TypeError, match="integer timesteps"):
+        m(torch.zeros(2, 1, 16, 16), torch.zeros(2), torch.zeros(2, dtype=torch.long))
+
+
+def test_loading_the_wrong_checkpoint_names_keys_and_the_likely_cause():
+    vit = create_model("ViT-T/4", input_size=16, in_channels=4, num_classes=10)
+    dit_sd = create_model("DiT-T/2", input_size=32, in_channels=4, num_classes=10).state_dict()
+    with pytest.raises(ValueError) as err:
+        load_weights(vit, dit_sd, "ViT-T/4")
+    msg = str(err.value)
+    assert msg.startswith("checkpoint does not fit ViT-T/4: missing ['t_embedder.weight', 'y_embedder.weight'")
+    assert "This looks like a DiT-T/2 checkpoint (input 32, 4 channels, 10 classes), but --model is ViT-T/4" in msg
+    assert "\n" not in msg
+
+    official = random_official_vit_state_dict(depth=6, dim=128, patch=4, in_ch=4, out_ch=4, grid=4, rows=11)
+    with pytest.raises(ValueError, match="official Min-SNR ViT checkpoint .convert it with models.convert_minsnr_vit"):
+        load_weights(vit, official, "ViT-T/4")
+
+    bigger = create_model("ViT-T/4", input_size=32, in_channels=4, num_classes=10).state_dict()
+    with pytest.raises(ValueError, match=r"shape \(ckpt vs model\) \['pos_embed \(1, 66, 128\) vs \(1, 18, 128\)'\]"):
+        load_weights(vit, bigger, "ViT-T/4")

@@ -3,6 +3,10 @@
 import re
 from pathlib import Path
 
+import torch
+
+from models import ALL_MODELS, forward_macs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,3 +39,13 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert commands[:2] == ["make demo", "make test"]
     ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith(("#", "set "))]
     assert ci[-1] == "make test"
+
+
+def test_readme_model_table_lists_every_registry_name_with_its_counts():
+    readme = (ROOT / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([A-Za-z]+-[A-Z]+/\d)` \| ([\d,]+ \| [\d.]+) \|$", readme, re.M))
+    assert list(rows) == list(ALL_MODELS)
+    for name, build in ALL_MODELS.items():
+        with torch.device("meta"):
+            m = build(input_size=32, in_channels=4, num_classes=1000, learn_sigma=name.startswith("DiT"))
+        assert rows[name] == f"{sum(p.numel() for p in m.parameters()):,} | {forward_macs(m) / 1e9:.2f}"

@@ -1,0 +1,89 @@
+"""Pieces shared by both backbones: SDPA attention with optional QK-norm, input checks, (un)patchify, embeddings."""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash / memory-efficient on GPU).
+
+    Parameter names follow timm and DiT: ``qkv`` (one [3D, D] linear) and ``proj``. With ``qk_norm`` a LayerNorm
+    over each head's dimension is applied to q and k (``q_norm``, ``k_norm``), the usual cure for bf16 logit blow-up.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = False):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"hidden size {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim, eps=1e-6) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [B, N, D]
+        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)  # [B, H, N, d]
+        x = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)  # [B, H, N, d]
+        return self.proj(rearrange(x, "b h n d -> b n (h d)"))  # [B, N, D]
+
+
+def check_input(x: torch.Tensor, input_size: int, in_channels: int, name: str) -> None:
+    """Raise one clear ValueError when x is not [B, in_channels, input_size, input_size]."""
+    if x.ndim != 4 or x.shape[1] != in_channels or x.shape[2] != input_size or x.shape[3] != input_size:
+        raise ValueError(
+            f"{name} expects input [B, {in_channels}, {input_size}, {input_size}], got {list(x.shape)}; "
+            f"build the model with input_size/in_channels matching the data"
+        )
+
+
+def check_geometry(input_size: int, patch_size: int, name: str) -> None:
+    """The patch grid must tile the input exactly."""
+    if input_size % patch_size:
+        raise ValueError(f"{name}: input_size {input_size} is not divisible by the patch size {patch_size}")
+
+
+def unpatchify(x: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
+    """[B, h*w, p*p*C] tokens (row-major grid, each token ordered (p, q, c) as DiT) -> [B, C, h*p, w*p] image."""
+    h = w = math.isqrt(x.shape[1])
+    return rearrange(x, "b (h w) (p q c) -> b c (h p) (w q)", h=h, w=w, p=patch_size, q=patch_size, c=channels)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of (possibly fractional) t: [cos(t·f_i), sin(t·f_i)], f_i = max_period^(-i/(dim/2)).
+
+    The cos-first order is DiT's, so released DiT weights see the features they were trained on. Computed in
+    float32 (float64 when t is float64), whatever the autocast dtype.
+    """
+    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    args = t.to(dtype)[:, None] * freqs[None]  # [B, half]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+def sincos_pos_embed_2d(dim: int, grid_size: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embedding, [grid_size², dim], tokens in row-major order (MAE / DiT layout).
+
+    For the token at row i, column j: the first dim/2 features encode the column j, the last dim/2 the row i,
+    each as [sin(pos·ω_k), cos(pos·ω_k)] with ω_k = 10000^(-k/(dim/4)).
+    """
+    if dim % 4:
+        raise ValueError(f"2-D sin-cos position embedding needs a hidden size divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))
+    pos = torch.arange(grid_size, dtype=torch.float64)
+    rows, cols = torch.meshgrid(pos, pos, indexing="ij")
+
+    def encode(p: torch.Tensor) -> torch.Tensor:
+        angles = p.reshape(-1, 1) * omega[None]
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1).float()
