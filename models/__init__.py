@@ -20,6 +20,7 @@ __all__ = [
     "ViT",
     "ViT_models",
     "convert_minsnr_vit",
+    "check_model_name",
     "create_model",
     "describe_checkpoint",
     "forward_macs",
@@ -28,10 +29,15 @@ __all__ = [
 ]
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model by name; an unknown name raises a ValueError that lists the valid ones."""
+def check_model_name(name: str) -> None:
+    """Raise a ValueError that lists the valid names when ``name`` is not registered."""
     if name not in ALL_MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(ALL_MODELS)}")
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build a registered model by name (see :func:`check_model_name` for unknown names)."""
+    check_model_name(name)
     return ALL_MODELS[name](**kwargs)
 
 
