@@ -1,0 +1,139 @@
+"""train.py end to end: exact resume, DDP over gloo against one process, logs, checkpoints, bad input."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data.latents import shard_name, write_manifest, write_shard
+from training.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--model", "DiT-T/4", "--global-batch-size", "4", "--num-workers", "0", "--log-every", "1",
+        "--ckpt-every", "2", "--keep-checkpoints", "0", "--lr", "1e-3", "--ema-decay", "0.9"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def latents(tmp_path_factory) -> Path:
+    """24 random 'images' as moments [2 flips, (mean, std), 4, 8, 8] in two shards, 3 classes."""
+    d = tmp_path_factory.mktemp("latents")
+    rng = np.random.default_rng(0)
+    shards = []
+    for k, n in enumerate((16, 8)):
+        m = rng.normal(size=(n, 2, 2, 4, 8, 8))
+        m[:, :, 1] = np.abs(m[:, :, 1]) * 0.1
+        write_shard(d / shard_name(k), m)
+        shards.append({"file": shard_name(k), "labels": rng.integers(0, 3, n).tolist()})
+    write_manifest(d, shards, classes=["a", "b", "c"], vae="test", scale_factor=0.5, image_size=64,
+                   latent_shape=[4, 8, 8])  # fmt: skip
+    return d
+
+
+def run(args, nproc=1, expect=0):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    if nproc == 1:
+        cmd = [sys.executable, str(ROOT / "train.py"), *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
+               str(29500 + os.getpid() % 1000), str(ROOT / "train.py"), *args]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == expect, out.stderr[-3000:]
+    return out
+
+
+def params(path):
+    state = load_checkpoint(path)
+    return {f"{part}.{k}": v for part in ("model", "ema") for k, v in state[part].items()}
+
+
+def logged(run_dir):
+    with open(run_dir / "metrics.csv") as f:
+        return {int(r["step"]): r for r in csv.DictReader(f)}
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_interrupted_and_resumed_equals_uninterrupted_bitwise(latents, tmp_path, nproc):
+    base = [*TINY, "--data-path", str(latents), "--class-dropout", "0.2"]
+    run([*base, "--max-steps", "4", "--results-dir", str(tmp_path / "a")], nproc)
+    run([*base, "--max-steps", "2", "--results-dir", str(tmp_path / "b")], nproc)
+    run([*base, "--max-steps", "4", "--results-dir", str(tmp_path / "b"), "--resume", "auto"], nproc)
+    a, b = params(tmp_path / "a/checkpoints/0000004.pt"), params(tmp_path / "b/checkpoints/0000004.pt")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert load_checkpoint(tmp_path / "b/checkpoints/0000004.pt")["opt"] is not None
+    assert "resumed from" in (tmp_path / "b/log.txt").read_text()
+
+
+def test_two_processes_match_one_process_and_agree(latents, tmp_path):
+    """Same global batch, same draws (they are made per global batch): the all-reduced loss of 2 ranks is the
+    1-process loss, and DDP's averaged gradients give the same weights up to float reduction order."""
+    base = [*TINY, "--data-path", str(latents), "--class-dropout", "0", "--max-steps", "3"]
+    run([*base, "--results-dir", str(tmp_path / "one")], 1)
+    two = run([*base, "--results-dir", str(tmp_path / "two")], 2)
+    one_log, two_log = logged(tmp_path / "one"), logged(tmp_path / "two")
+    for step in (1, 2, 3):
+        assert float(two_log[step]["loss"]) == pytest.approx(float(one_log[step]["loss"]), rel=1e-4)
+    a, b = params(tmp_path / "one/checkpoints/0000003.pt"), params(tmp_path / "two/checkpoints/0000003.pt")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert "weights identical on all 2 ranks: True" in (tmp_path / "two/log.txt").read_text()
+    assert (tmp_path / "two/config.json").exists() and list((tmp_path / "two/tensorboard").iterdir())
+    assert "Traceback" not in two.stderr
+
+
+def test_two_process_checkpoint_resumes_in_one_process(latents, tmp_path):
+    base = [*TINY, "--data-path", str(latents), "--results-dir", str(tmp_path / "r")]
+    run([*base, "--max-steps", "2"], 2)
+    run([*base, "--max-steps", "3", "--resume", "auto"], 1)
+    assert sorted(p.name for p in (tmp_path / "r/checkpoints").iterdir()) == ["0000002.pt", "0000003.pt"]
+
+
+def test_embedded_default_trains_without_a_data_path(tmp_path):
+    out = run(["--model", "ViT-T/4", "--global-batch-size", "4", "--max-steps", "2", "--num-workers", "0",
+               "--log-every", "1", "--results-dir", str(tmp_path / "f")])  # fmt: skip
+    assert "Fashion-MNIST" in out.stdout
+    state = load_checkpoint(tmp_path / "f/checkpoints/0000002.pt")
+    assert state["model"]["x_embedder.proj.weight"].shape == (128, 1, 4, 4)
+    assert state["model"]["y_embedder.weight"].shape == (11, 128)
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--data-path", "/nonexistent"], "--data-path /nonexistent does not exist"),
+        (["--model", "DiT-Q/4"], "unknown model 'DiT-Q/4'; choose one of"),
+        (["--weighting", "minsnr"], "unknown weighting 'minsnr'"),
+        (["--prediction", "score"], "unknown prediction 'score'"),
+        (["--global-batch-size", "5"], "--global-batch-size 5 does not divide by 2 processes"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(latents, tmp_path, extra, message):
+    args = [*TINY, "--data-path", str(latents), "--max-steps", "1", "--results-dir", str(tmp_path / "x"), *extra]
+    env_world = {"WORLD_SIZE": "2"} if "5" in extra else {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_world}
+    out = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert not (tmp_path / "x/checkpoints").exists()
+
+
+def test_resume_from_another_models_checkpoint_is_refused(latents, tmp_path):
+    run([*TINY, "--data-path", str(latents), "--max-steps", "2", "--results-dir", str(tmp_path / "d")])
+    ckpt = tmp_path / "d/checkpoints/0000002.pt"
+    out = run([*TINY, "--model", "ViT-T/4", "--data-path", str(latents), "--max-steps", "3",
+               "--results-dir", str(tmp_path / "v"), "--resume", str(ckpt)], expect=2)  # fmt: skip
+    assert f"--resume {ckpt} is a checkpoint of DiT-T/4, but --model is ViT-T/4" in out.stderr
+
+
+def test_latents_that_do_not_fit_the_model_are_reported(tmp_path):
+    m = np.ones((2, 2, 2, 4, 6, 6))
+    write_shard(tmp_path / shard_name(0), m)
+    write_manifest(tmp_path, [{"file": shard_name(0), "labels": [0, 1]}], classes=["a", "b"], vae="test",
+                   scale_factor=1.0, image_size=48, latent_shape=[4, 6, 6])  # fmt: skip
+    out = run([*TINY, "--data-path", str(tmp_path), "--max-steps", "1", "--results-dir", str(tmp_path / "x")], expect=2)
+    assert "input_size 6 is not divisible by the patch size 4" in out.stderr

@@ -1,0 +1,1 @@
+"""Training infrastructure: process groups, checkpoints, EMA, logging and the run configuration."""

@@ -1,0 +1,63 @@
+"""train.py's flags, ``--config FILE`` (TOML) presets, and the effective configuration saved beside a run."""
+
+import argparse
+import tomllib
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train a class-conditional diffusion transformer. Run alone (`python train.py`) or under "
+        "`torchrun --nproc_per_node=N train.py`. With no --data-path it trains on Fashion-MNIST on the CPU.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    a = p.add_argument
+    a("--config", help="TOML file of flag values (underscored names); flags given on the command line win")
+    a("--model", default="ViT-T/4", help="registry name, e.g. DiT-XL/2, ViT-B/2, DiT-T/4 (see models/)")
+    a("--data-path", help="latents from extract_features.py, or an image folder; none = Fashion-MNIST")
+    a("--vae", default="mse", help="for image folders: mse | ema | a hub id | a local directory | none (pixels)")
+    a("--image-size", type=int, default=256, help="center-crop size for image folders")
+    a("--results-dir", help="the run directory (checkpoints, logs); default results/<model>-<prediction>-<weighting>")
+    a("--prediction", default="x0", help="what the network predicts: eps | x0 | v")
+    a("--weighting", default="min_snr", help="loss weighting: const | snr | max_snr | min_snr | soft_min_snr | p2")
+    a("--snr-gamma", type=float, default=5.0, help="γ of min_snr / max_snr / soft_min_snr")
+    a("--noise-schedule", default="cosine", help="linear | cosine | scaled_linear")
+    a("--diffusion-steps", type=int, default=1000, help="T")
+    a("--learn-sigma", action=argparse.BooleanOptionalAction, default=False, help="learn ADM's variance too")
+    a("--global-batch-size", type=int, default=64, help="images per step over all processes")
+    a("--lr", type=float, default=1e-4, help="AdamW learning rate after warm-up")
+    a("--adam-betas", type=float, nargs=2, default=(0.9, 0.999), help="AdamW β1 β2 (the paper's ViT: 0.99 0.99)")
+    a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    a("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up from 0")
+    a("--grad-clip", type=float, default=0.0, help="clip the global grad norm to this (0 = no clipping)")
+    a("--max-steps", type=int, default=2000, help="train until this step")
+    a("--ema-decay", type=float, default=0.9999, help="EMA decay, updated every step")
+    a("--class-dropout", type=float, default=0.1, help="probability of training on the null label (for CFG)")
+    a("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast dtype; weights stay fp32")
+    a("--compile", action="store_true", help="torch.compile the model")
+    a("--grad-checkpoint", action="store_true", help="recompute each block in backward (less memory)")
+    a("--qk-norm", action="store_true", help="LayerNorm on q and k (stabilises bf16 attention)")
+    a("--ckpt-every", type=int, default=1000, help="checkpoint every N steps (and at the end)")
+    a("--keep-checkpoints", type=int, default=3, help="keep the newest K checkpoints (0 = all)")
+    a("--log-every", type=int, default=50, help="log every N steps")
+    a("--num-workers", type=int, default=2, help="data-loader processes per rank")
+    a("--seed", type=int, default=0, help="seeds the model init, the data order and every per-step draw")
+    a("--resume", help="auto (the newest checkpoint in the run directory, if any) or a checkpoint path")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse flags; a ``--config`` file sets new defaults first. Unknown config keys are an error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.config:
+        try:
+            values = tomllib.loads(Path(args.config).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise ValueError(f"--config {args.config}: {err}") from None
+        known = {a.dest for a in parser._actions}
+        if unknown := sorted(set(values) - known):
+            raise ValueError(f"--config {args.config}: unknown keys {unknown}")
+        parser.set_defaults(**values)
+        args = parser.parse_args(argv)
+    return args
