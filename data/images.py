@@ -18,7 +18,7 @@ def center_crop_arr(image: Image.Image, size: int) -> np.ndarray:
     image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
     arr = np.asarray(image.convert("RGB"))
     top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
-    return arr[top : top + size, left : left + size]
+    return arr[top : top + size, left : left + size].copy()
 
 
 class ImageFolder(Dataset):

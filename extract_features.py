@@ -1,0 +1,91 @@
+"""Encode an ImageNet-style image folder into SD-VAE latent shards for train.py.
+
+    torchrun --nproc_per_node=8 extract_features.py --data-path imagenet/train --out latents/in256
+
+For every image it stores the posterior mean and std of the image and of its horizontal flip (ADM center crop),
+so training draws a fresh flip and posterior sample each step. Shard k holds images [k·S, (k+1)·S) of the sorted
+folder; rank r writes the shards with k mod world_size = r. Finished shards are skipped on a re-run; rank 0
+writes ``manifest.json`` last. Bad input ends in one line and exit code 2.
+"""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from data.images import ImageFolder
+from data.latents import shard_name, write_manifest, write_shard
+from data.vae import SCALE_FACTOR, VAES, load_vae
+from training import dist
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--data-path", required=True, help="image folder: one subfolder per class")
+    p.add_argument("--out", required=True, help="output directory for shards and manifest.json")
+    p.add_argument("--image-size", type=int, default=256, help="ADM center-crop size (256 or 512)")
+    p.add_argument("--vae", default="mse", help="mse (the paper's) | ema | a hub id | a local AutoencoderKL directory")
+    p.add_argument("--shard-size", type=int, default=10_000, help="images per shard")
+    p.add_argument("--batch-size", type=int, default=64, help="images per VAE call")
+    p.add_argument("--num-workers", type=int, default=4, help="image-decoding processes per rank")
+    return p.parse_args(argv)
+
+
+@torch.no_grad()
+def encode(vae, x: torch.Tensor) -> np.ndarray:
+    """[B, 3, H, W] images -> [B, 2, 2, C, h, w] moments: (image, flipped) × (posterior mean, posterior std)."""
+    out = []
+    for view in (x, x.flip(-1)):
+        posterior = vae.encode(view).latent_dist
+        out.append(torch.stack([posterior.mean, posterior.std], dim=1))
+    return torch.stack(out, dim=1).float().cpu().numpy()
+
+
+def main() -> None:
+    args = parse_args()
+    ctx = dist.init()
+    try:
+        if not Path(args.data_path).is_dir():
+            raise ValueError(f"--data-path {args.data_path} does not exist or is not a directory")
+        dataset = ImageFolder(args.data_path, args.image_size)
+        vae = load_vae(args.vae, ctx.device)
+    except ValueError as err:
+        print(f"extract_features.py: error: {err}", file=sys.stderr)
+        dist.shutdown()
+        sys.exit(2)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    num_shards = math.ceil(len(dataset) / args.shard_size)
+    mine = [k for k in range(ctx.rank, num_shards, ctx.world_size) if not (out / shard_name(k)).exists()]
+    todo = sum(min(args.shard_size, len(dataset) - k * args.shard_size) for k in mine)
+    bar = tqdm(total=todo, unit="img", desc=f"rank {ctx.rank}", disable=not ctx.is_main and ctx.world_size > 8)
+    for k in mine:
+        indices = range(k * args.shard_size, min((k + 1) * args.shard_size, len(dataset)))
+        loader = DataLoader(Subset(dataset, indices), args.batch_size, num_workers=args.num_workers)
+        moments = []
+        for x, _ in loader:
+            moments.append(encode(vae, x.to(ctx.device)))
+            bar.update(len(x))
+        write_shard(out / shard_name(k), np.concatenate(moments))
+    bar.close()
+    dist.barrier()
+    if ctx.is_main:
+        labels = [label for _, label in dataset.samples]
+        shards = [{"file": shard_name(k), "labels": labels[k * args.shard_size : (k + 1) * args.shard_size]}
+                  for k in range(num_shards)]  # fmt: skip
+        shape = list(np.load(out / shard_name(0), mmap_mode="r").shape[3:])
+        write_manifest(out, shards, classes=dataset.classes, vae=VAES.get(args.vae, args.vae),
+                       scale_factor=SCALE_FACTOR, image_size=args.image_size, latent_shape=shape)  # fmt: skip
+        print(f"wrote {len(dataset)} images in {num_shards} shards to {out}")
+    dist.shutdown()
+
+
+if __name__ == "__main__":
+    main()
