@@ -135,6 +135,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)
         check = dist.all_reduce_mean(torch.stack([loss.detach(), grad_norm if args.precision != "fp16" else loss]))
         if not torch.isfinite(check).all():
+            bar.close()
             raise FloatingPointError(f"non-finite loss or grad norm at step {step + 1} ({check.tolist()}); the last "
                                      f"checkpoint in {run_dir / 'checkpoints'} is intact")  # fmt: skip
         scaler.step(opt)

@@ -1,0 +1,91 @@
+"""Checkpoint safety, EMA, the resumable data order, and the non-finite stop."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from data.order import ResumableSampler
+from training.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
+from training.ema import update_ema
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_a_crash_while_saving_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "0000001.pt"
+    save_atomic({"step": 1}, path)
+
+    def crash(obj, f):
+        f.write(b"half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_atomic({"step": 2}, path)
+    assert load_checkpoint(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["0000001.pt"]
+
+
+def test_code_carrying_and_truncated_files_are_refused(tmp_path):
+    torch.save({"x": torch.nn.Linear(2, 2)}, tmp_path / "evil.pt")  # a pickled module: needs its class imported
+    with pytest.raises(ValueError, match="refusing to load .*evil.pt: it needs arbitrary pickled code"):
+        load_checkpoint(tmp_path / "evil.pt")
+    save_atomic({"w": torch.ones(1000)}, tmp_path / "ok.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "ok.pt").read_bytes()[:500])
+    with pytest.raises(ValueError, match="unreadable or truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_keep_last_k(tmp_path):
+    for step in (5, 10, 15, 20):
+        save_atomic({"step": step}, tmp_path / f"{step:07d}.pt")
+    (tmp_path / ".0000025.pt.tmp").write_bytes(b"")
+    prune_checkpoints(tmp_path, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["0000015.pt", "0000020.pt"]
+
+
+def test_ema_is_the_exponential_average():
+    ema, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    expected = [p.detach().clone() for p in ema.parameters()]
+    for _ in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        expected = [0.9 * e + 0.1 * p.detach() for e, p in zip(expected, model.parameters(), strict=True)]
+        update_ema(ema, model, 0.9)
+    for e, p in zip(expected, ema.parameters(), strict=True):
+        torch.testing.assert_close(p, e)
+
+
+def test_data_order_is_a_function_of_the_step_and_covers_each_epoch():
+    def take(sampler, n):
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    whole = take(ResumableSampler(10, 4, 0, 1, seed=3), 20)  # 5 steps, 2 epochs
+    assert sorted(whole[:10]) == list(range(10)) and sorted(whole[10:]) == list(range(10))
+    assert take(ResumableSampler(10, 4, 0, 1, seed=3, start_step=2), 12) == whole[8:20]
+    ranks = [take(ResumableSampler(10, 4, r, 2, seed=3, start_step=1), 4) for r in (0, 1)]
+    assert ranks[0][:2] + ranks[1][:2] == whole[4:8]
+    assert whole != take(ResumableSampler(10, 4, 0, 1, seed=4), 20)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
+    args = ["--model", "ViT-T/4", "--global-batch-size", "4", "--num-workers", "0", "--max-steps", "6",
+            "--ckpt-every", "1", "--lr", "1e36", "--results-dir", str(tmp_path)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env)
+    assert res.returncode == 1, res.stderr[-2000:]
+    line = res.stderr.strip().splitlines()[-1]
+    assert "non-finite loss or grad norm at step" in line and "is intact" in line
+    bad_step = int(line.split("at step ")[1].split()[0])
+    saved = list_checkpoints(tmp_path / "checkpoints")
+    assert [int(p.stem) for p in saved][-1] == bad_step - 1
+    state = load_checkpoint(saved[-1])
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
