@@ -4,6 +4,7 @@ import csv
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,10 @@ import pytest
 import torch
 
 from data.latents import shard_name, write_manifest, write_shard
+from diffusion import create_diffusion
+from models import check_model_name
 from training.checkpoint import load_checkpoint
+from training.config import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", "DiT-T/4", "--global-batch-size", "4", "--num-workers", "0", "--log-every", "1",
@@ -137,3 +141,20 @@ def test_latents_that_do_not_fit_the_model_are_reported(tmp_path):
                    scale_factor=1.0, image_size=48, latent_shape=[4, 6, 6])  # fmt: skip
     out = run([*TINY, "--data-path", str(tmp_path), "--max-steps", "1", "--results-dir", str(tmp_path / "x")], expect=2)
     assert "input_size 6 is not divisible by the patch size 4" in out.stderr
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_configs_parse_and_flags_override_them(config):
+    values = tomllib.loads(config.read_text())
+    args = parse_args(["--config", str(config)])
+    for key, value in values.items():
+        assert getattr(args, key) == value, key
+    check_model_name(args.model)
+    create_diffusion(noise_schedule=args.noise_schedule, prediction=args.prediction, weighting=args.weighting)
+    assert parse_args(["--config", str(config), "--lr", "0.5"]).lr == 0.5
+
+
+def test_unknown_config_keys_are_refused(tmp_path):
+    (tmp_path / "c.toml").write_text('model = "DiT-T/4"\nlearning_rate = 1.0\n')
+    with pytest.raises(ValueError, match=r"unknown keys \['learning_rate'\]"):
+        parse_args(["--config", str(tmp_path / "c.toml")])
