@@ -8,9 +8,17 @@ integer steps used in training are the special case.
 import torch
 from timm.layers import Mlp, PatchEmbed
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from .layers import Attention, check_geometry, check_input, sincos_pos_embed_2d, timestep_embedding, unpatchify
+from .layers import (
+    Attention,
+    check_geometry,
+    check_input,
+    run_blocks,
+    sincos_pos_embed_2d,
+    size_registry,
+    timestep_embedding,
+    unpatchify,
+)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -145,23 +153,12 @@ class DiT(nn.Module):
         check_input(x, self.input_size, self.in_channels, "DiT")
         x = self.x_embedder(x) + self.pos_embed  # [B, N, D], N = (H/p)·(W/p)
         c = self.t_embedder(t) + self.y_embedder(y)  # [B, D]
-        for block in self.blocks:
-            if self.grad_checkpoint and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, c, use_reentrant=False)
-            else:
-                x = block(x, c)  # [B, N, D]
+        checkpointing = self.grad_checkpoint and self.training and torch.is_grad_enabled()
+        x = run_blocks(self.blocks, x, c, checkpointing=checkpointing)  # [B, N, D]
         x = self.final_layer(x, c)  # [B, N, p·p·C_out]
         return unpatchify(x, self.patch_size, self.out_channels)  # [B, C_out, H, W]
 
 
-def _size(depth: int, hidden_size: int, num_heads: int, patch_size: int):
-    def build(**kwargs) -> DiT:
-        return DiT(depth=depth, hidden_size=hidden_size, num_heads=num_heads, patch_size=patch_size, **kwargs)
-
-    build.__doc__ = f"DiT with depth {depth}, hidden {hidden_size}, {num_heads} heads, patch {patch_size}."
-    return build
-
-
 # name -> (depth, hidden, heads). T is a tiny size for CPU work; S, B, L and XL are DiT's.
 DIT_SIZES = {"T": (6, 128, 4), "S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
-DiT_models = {f"DiT-{s}/{p}": _size(*dims, p) for s, dims in DIT_SIZES.items() for p in (2, 4, 8)}
+DiT_models = size_registry("DiT", DiT, DIT_SIZES, (2, 4, 8))

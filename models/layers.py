@@ -1,11 +1,13 @@
 """Pieces shared by both backbones: SDPA attention with optional QK-norm, input checks, (un)patchify, embeddings."""
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 
 class Attention(nn.Module):
@@ -87,3 +89,24 @@ def sincos_pos_embed_2d(dim: int, grid_size: int) -> torch.Tensor:
         return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
     return torch.cat([encode(cols), encode(rows)], dim=1).float()
+
+
+def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, *cond: torch.Tensor, checkpointing: bool) -> torch.Tensor:
+    """x through every block (``block(x, *cond)``); with ``checkpointing`` each block is recomputed in backward."""
+    for block in blocks:
+        x = checkpoint(block, x, *cond, use_reentrant=False) if checkpointing else block(x, *cond)
+    return x
+
+
+def size_registry(family: str, cls: type, sizes: dict, patches: tuple[int, ...]) -> dict[str, Callable]:
+    """{"<family>-<size>/<patch>": constructor} for sizes {name: (depth, hidden, heads)}; each constructor takes
+    the remaining keyword arguments of ``cls``."""
+
+    def builder(depth: int, hidden_size: int, num_heads: int, patch_size: int) -> Callable:
+        def build(**kwargs) -> nn.Module:
+            return cls(depth=depth, hidden_size=hidden_size, num_heads=num_heads, patch_size=patch_size, **kwargs)
+
+        build.__doc__ = f"{family} with depth {depth}, hidden {hidden_size}, {num_heads} heads, patch {patch_size}."
+        return build
+
+    return {f"{family}-{s}/{p}": builder(*dims, p) for s, dims in sizes.items() for p in patches}

@@ -9,9 +9,8 @@ Official checkpoints (``ema_0.9999_xl.pt``) load through ``models.convert.conver
 import torch
 from timm.layers import Mlp, PatchEmbed, trunc_normal_
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from .layers import Attention, check_geometry, check_input, unpatchify
+from .layers import Attention, check_geometry, check_input, run_blocks, size_registry, unpatchify
 
 
 class Block(nn.Module):
@@ -102,23 +101,12 @@ class ViT(nn.Module):
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         tokens = [self.t_embedder(t)[:, None], self.y_embedder(y)[:, None], self.x_embedder(x)]
         x = torch.cat(tokens, dim=1) + self.pos_embed  # [B, 2 + N, D]
-        for block in self.blocks:
-            if self.grad_checkpoint and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)  # [B, 2 + N, D]
+        checkpointing = self.grad_checkpoint and self.training and torch.is_grad_enabled()
+        x = run_blocks(self.blocks, x, checkpointing=checkpointing)  # [B, 2 + N, D]
         x = self.head(x[:, 2:])  # [B, N, p·p·C_out]
         return unpatchify(x, self.patch_size, self.out_channels)  # [B, C_out, H, W]
 
 
-def _size(depth: int, hidden_size: int, num_heads: int, patch_size: int):
-    def build(**kwargs) -> ViT:
-        return ViT(depth=depth, hidden_size=hidden_size, num_heads=num_heads, patch_size=patch_size, **kwargs)
-
-    build.__doc__ = f"ViT with depth {depth}, hidden {hidden_size}, {num_heads} heads, patch {patch_size}."
-    return build
-
-
 # name -> (depth, hidden, heads), paper Table 6; S gets 8 heads (the printed 6 does not divide 512). T is for CPUs.
 VIT_SIZES = {"T": (6, 128, 4), "S": (13, 512, 8), "B": (12, 768, 12), "L": (21, 1024, 16), "XL": (28, 1152, 16)}
-ViT_models = {f"ViT-{s}/{p}": _size(*dims, p) for s, dims in VIT_SIZES.items() for p in (2, 4)}
+ViT_models = size_registry("ViT", ViT, VIT_SIZES, (2, 4))
