@@ -4,7 +4,7 @@ returns [B, C_out, H, W]."""
 
 from torch import nn
 
-from .convert import convert_minsnr_vit, is_minsnr_vit
+from .convert import convert_minsnr_vit, count_blocks, is_minsnr_vit, strip_wrappers
 from .dit import DIT_SIZES, DiT, DiT_models
 from .flops import forward_macs
 from .vit import VIT_SIZES, ViT, ViT_models
@@ -41,25 +41,15 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return ALL_MODELS[name](**kwargs)
 
 
-def _strip_wrappers(state_dict: dict) -> dict:
-    """Drop the prefixes that DDP ("module.") and torch.compile ("_orig_mod.") add to every key."""
-    out = {}
-    for key, value in state_dict.items():
-        for prefix in ("module.", "_orig_mod."):
-            key = key.removeprefix(prefix)
-        out[key] = value
-    return out
-
-
 def describe_checkpoint(state_dict: dict) -> str:
     """A short guess of what a state dict holds, e.g. "a DiT-XL/2 checkpoint (input 32, 4 channels, 1000 classes)"."""
-    sd = _strip_wrappers(state_dict)
+    sd = strip_wrappers(state_dict)
     if is_minsnr_vit(sd):
         return "an official Min-SNR ViT checkpoint (convert it with models.convert_minsnr_vit)"
     if "x_embedder.proj.weight" not in sd:
         return "not a DiT or ViT checkpoint (no x_embedder.proj.weight)"
     hidden, channels, patch, _ = sd["x_embedder.proj.weight"].shape
-    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    depth = count_blocks(sd)
     family, sizes, classes, extra = (
         ("DiT", DIT_SIZES, "y_embedder.embedding_table.weight", 0)
         if "t_embedder.mlp.0.weight" in sd
@@ -77,7 +67,7 @@ def load_weights(model: nn.Module, state_dict: dict, model_name: str) -> None:
     On any missing, unexpected or mis-shaped key it raises one ValueError naming the first few keys and what the
     checkpoint looks like, e.g. "this looks like a DiT-XL/2 checkpoint …, but --model is ViT-B/2 …".
     """
-    sd = _strip_wrappers(state_dict)
+    sd = strip_wrappers(state_dict)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]

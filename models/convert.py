@@ -18,6 +18,21 @@ _BLOCK_KEYS = ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn
                "mlp.fc2.weight", "mlp.fc2.bias")  # fmt: skip
 
 
+def strip_wrappers(state_dict: dict) -> dict:
+    """Drop the prefixes that DDP ("module.") and torch.compile ("_orig_mod.") add to every key."""
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            key = key.removeprefix(prefix)
+        out[key] = value
+    return out
+
+
+def count_blocks(state_dict: dict) -> int:
+    """The number of distinct ``blocks.<i>.`` indices in a state dict."""
+    return len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
+
+
 def is_minsnr_vit(state_dict: dict) -> bool:
     """True for a state dict in the official Min-SNR ViT layout."""
     return "time_embedding.weight" in state_dict and "patch_embed.proj.weight" in state_dict
@@ -30,8 +45,8 @@ def convert_minsnr_vit(state_dict: dict, num_timesteps: int = 1000) -> tuple[dic
     passes label 1000 for the unconditional half, so rows = num_classes + 1 as in ours.
     Load the result with ``ViT_models[name](**kwargs).load_state_dict(sd, strict=True)``.
     """
-    sd = {k.removeprefix("module."): v.float() for k, v in state_dict.items()}
-    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    sd = {k: v.float() for k, v in strip_wrappers(state_dict).items()}
+    depth = count_blocks(sd)
     expected = {"patch_embed.proj.weight", "patch_embed.proj.bias", "time_embedding.weight", "class_embedding.weight",
                 "pos_embed", "linear_projection.weight", "linear_projection.bias"}  # fmt: skip
     expected |= {f"blocks.{i}.{k}" for i in range(depth) for k in _BLOCK_KEYS}
