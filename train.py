@@ -74,9 +74,9 @@ def setup(args, ctx: dist.Context) -> dict:
     state = None
     if resume is not None:
         state = load_checkpoint(resume)
-        if state.get("args", {}).get("model") != args.model:
-            raise ValueError(f"--resume {resume} is a checkpoint of {state.get('args', {}).get('model')}, "
-                             f"but --model is {args.model}")  # fmt: skip
+        saved_model = state.get("args", {}).get("model")
+        if saved_model != args.model:
+            raise ValueError(f"--resume {resume} is a checkpoint of {saved_model}, but --model is {args.model}")
         load_weights(model, state["model"], args.model)
     return {"diffusion": diffusion, "data": data, "model": model, "run_dir": run_dir, "state": state, "resume": resume}
 
