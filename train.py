@@ -92,7 +92,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
         opt.load_state_dict(state["opt"])
         scaler.load_state_dict(state["scaler"])
         step = state["step"]
-    net = DistributedDataParallel(model) if ctx.world_size > 1 else model
+    net = DistributedDataParallel(model) if ctx.distributed else model
     net = torch.compile(net) if args.compile else net
 
     batch = args.global_batch_size // ctx.world_size

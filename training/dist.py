@@ -18,9 +18,15 @@ class Context:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def distributed(self) -> bool:
+        """True under torchrun (a process group exists, even of one), False for a plain ``python`` run."""
+        return dist.is_initialized()
+
 
 def init() -> Context:
     """Join the torchrun job described by RANK / WORLD_SIZE / LOCAL_RANK, or run alone when they are unset.
+    Under torchrun a process group is made even for one process, so one GPU exercises nccl and DDP as eight do.
     The device is ``cuda:LOCAL_RANK`` (never the global rank, which exceeds the GPU count on multi-node runs)."""
     rank, world, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
     if torch.cuda.is_available():
@@ -28,7 +34,7 @@ def init() -> Context:
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    if "WORLD_SIZE" in os.environ and not dist.is_initialized():  # under torchrun, even with one process
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Context(rank, world, local, device)
 

@@ -1,0 +1,138 @@
+"""Training-step speed against the machine's own matmul ceiling, measured in one process.
+
+    python bench/train_step.py --model DiT-S/2 --batch 32                       # CPU, fp32
+    python bench/train_step.py --model DiT-XL/2 --batch 32 --precision bf16 --compile [--grad-checkpoint]
+
+One step is what train.py does: the loss (x0, Min-SNR-5), backward, gradient clipping, AdamW (fused on CUDA) and
+the foreach EMA. Model FLOPs per step = 3 (forward + backward) × 2 × forward multiply-adds × batch; MFU is the
+achieved rate over a dense matmul in the same precision: 1024² operands on the CPU (the issue's yardstick), and on
+CUDA the model's own MLP shape (batch·tokens × hidden × 4·hidden) and 8192².
+"""
+
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffusion import create_diffusion  # noqa: E402
+from models import ALL_MODELS, create_model  # noqa: E402
+from models.flops import forward_macs  # noqa: E402
+from training.ema import update_ema  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_calls(fn, device: torch.device, warmup: int, iters: int) -> list[float]:
+    """Seconds per call of ``fn`` for ``iters`` calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        tic = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - tic)
+    return times
+
+
+def matmul_flops_per_s(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device, iters: int) -> float:
+    """FLOP/s of a dense [m, k] @ [k, n] product (2·m·k·n FLOPs), median of ``iters`` timed calls."""
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    times = time_calls(lambda: a @ b, device, warmup=3, iters=iters)
+    return 2 * m * k * n / statistics.median(times)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="DiT-S/2", choices=ALL_MODELS, metavar="NAME")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--input-size", type=int, default=32, help="latent side (32 = ImageNet 256 through the SD VAE)")
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--precision", choices=DTYPES, default="fp32")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
+    p.add_argument("--grad-checkpoint", action="store_true")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", type=Path, help="append the result as one JSON line to this file")
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    model = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000,
+                         grad_checkpoint=args.grad_checkpoint).to(device)  # fmt: skip
+    macs = forward_macs(model, 1)
+    ema = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000).to(device)
+    ema.load_state_dict(model.state_dict())
+    ema.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    diffusion = create_diffusion(
+        prediction="x0", weighting="min_snr", learn_sigma=model.out_channels == 2 * args.channels
+    )
+    net = torch.compile(model) if args.compile else model
+    gen = torch.Generator(device).manual_seed(0)
+    x0 = torch.randn(args.batch, args.channels, args.input_size, args.input_size, device=device, generator=gen)
+    y = torch.randint(0, 1000, (args.batch,), device=device, generator=gen)
+
+    def step() -> None:
+        t = diffusion.sample_timesteps(args.batch, device, gen)
+        with torch.autocast(device.type, DTYPES[args.precision], enabled=args.precision != "fp32"):
+            loss = diffusion.training_losses(net, x0, t, {"y": y})["loss"].float().mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        update_ema(ema, model, 0.9999)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = time_calls(step, device, args.warmup, args.steps)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(
+        resource.RUSAGE_SELF).ru_maxrss * 1024  # fmt: skip
+    median = statistics.median(times)
+    model_flops = 3 * 2 * macs * args.batch / median
+    dtype = DTYPES[args.precision]
+    if device.type == "cpu":  # the device field reads cpu-<threads>
+        yardsticks = {"matmul_1024": matmul_flops_per_s(1024, 1024, 1024, dtype, device, 10)}
+    else:
+        tokens = args.batch * (args.input_size // model.patch_size) ** 2
+        hidden = model.pos_embed.shape[-1]
+        yardsticks = {
+            "matmul_mlp": matmul_flops_per_s(tokens, hidden, 4 * hidden, dtype, device, 50),  # fmt: skip
+            "matmul_8192": matmul_flops_per_s(8192, 8192, 8192, dtype, device, 20),
+        }
+    result = {
+        "model": args.model, "batch": args.batch, "input": [args.channels, args.input_size, args.input_size],
+        "precision": args.precision, "compile": args.compile, "grad_checkpoint": args.grad_checkpoint,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{torch.get_num_threads()}",
+        "torch": torch.__version__, "images_per_s": args.batch / median, "step_ms_median": 1e3 * median,
+        "step_ms_iqr": 1e3 * (statistics.quantiles(times, n=4)[2] - statistics.quantiles(times, n=4)[0]),
+        "steps_timed": args.steps, "peak_memory_gib": peak / 2**30, "forward_gmacs_per_image": macs / 1e9,
+        "model_tflops": model_flops / 1e12,
+        **{f"{k}_tflops": v / 1e12 for k, v in yardsticks.items()},
+        **{f"mfu_vs_{k}": model_flops / v for k, v in yardsticks.items()},
+    }  # fmt: skip
+    print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+    if args.json:
+        with args.json.open("a") as f:
+            f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
