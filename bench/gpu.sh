@@ -17,11 +17,11 @@ git log -1 --format='commit %h %cd' 2>/dev/null | tee -a "$out/machine.txt"
 run=/tmp/run-dit-s2
 timeout 150 torchrun --nproc_per_node=1 train.py --model DiT-S/2 --precision bf16 --compile \
   --global-batch-size 256 --max-steps 400 --ckpt-every 200 --log-every 100 --num-workers 4 \
-  --results-dir $run 2>&1 | grep -v "it/s]" | tee "$out/train.txt"
+  --results-dir $run > "$out/train.txt" 2>&1
 timeout 60 torchrun --nproc_per_node=1 train.py --model DiT-S/2 --precision bf16 \
   --global-batch-size 256 --max-steps 500 --ckpt-every 250 --log-every 100 --num-workers 4 \
-  --results-dir $run --resume auto 2>&1 | grep -v "it/s]" | tee -a "$out/train.txt"
-cp $run/metrics.csv "$out/train_metrics.csv"
+  --results-dir $run --resume auto >> "$out/train.txt" 2>&1
+cat $run/log.txt; grep -a "error\|Error" "$out/train.txt" | tail -5; cp $run/metrics.csv "$out/train_metrics.csv"
 
 bench() { timeout "$1" python3 bench/train_step.py --model DiT-XL/2 --batch 32 --steps 15 --warmup 3 \
   --json "$out/train_step.jsonl" "${@:2}" 2>&1 | tail -3 | tee -a "$out/train_step.txt"; }
