@@ -35,7 +35,10 @@ def init() -> Context:
     else:
         device = torch.device("cpu")
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():  # under torchrun, even with one process
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            dist.init_process_group("nccl", device_id=device)
+        else:
+            dist.init_process_group("gloo")
     return Context(rank, world, local, device)
 
 
