@@ -1,9 +1,191 @@
-"""Distributed sampling to ADM .npz.
+"""Sample a trained model across processes into one ADM-format ``.npz`` (arr_0 uint8 NHWC, arr_1 int64 labels).
 
-Not built yet: issue #5 builds it on the tested `diffusion` package.
+    torchrun --nproc_per_node=8 sample_ddp.py --ckpt RUN/checkpoints/0400000.pt --num-samples 50000 \\
+        --sampler heun --steps 50 --cfg-scale 1.5
+    python sample_ddp.py --ckpt DiT-XL-2-256x256.pt --model DiT-XL/2 --sampler ddpm --steps 250 --cfg-channels 3
+
+Sample i has label i mod K and its own noise seed (--seed + i); batches of --per-proc-batch-size are dealt to
+ranks round-robin, so at a fixed batch size the file is byte-identical for any number of processes. Each batch
+is written as a shard when done; a re-run skips finished shards, and rank 0 streams them into the final file.
+Model, diffusion and decoder settings come from the checkpoint (see sampling/source.py for releases).
 """
 
+import argparse
+import json
 import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+from data.vae import load_vae
+from diffusion import classifier_free_guidance, create_diffusion
+from diffusion.samplers import SAMPLERS, get_sampler
+from sampling import (
+    PerSampleNoise,
+    assemble_npz,
+    class_labels,
+    load_for_sampling,
+    quantize,
+    read_shard,
+    shard_path,
+    write_shard,
+)
+from training import dist
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    a("--ckpt", required=True, help="our checkpoint (RUN/checkpoints/NNNNNNN.pt), or a released DiT / Min-SNR file")
+    a("--model", help="the model name; needed for released DiT checkpoints, checked against ours")
+    a("--weights", choices=("ema", "raw"), default="ema", help="our checkpoints hold both; releases are EMA")
+    a("--sampler", choices=SAMPLERS, default="heun", help="heun = EDM Heun, the paper's; ddpm = DiT's")
+    a("--steps", type=int, default=50, help="sampler steps (Heun: NFE = 2·steps − 1)")
+    a("--cfg-scale", type=float, default=1.5, help="classifier-free guidance scale; 1 = no guidance")
+    a("--cfg-channels", type=int, help="guide only the first N output channels (DiT's parity setting: 3)")
+    a("--guidance-interval", help="LO,HI: guide only where LO ≤ σ_t ≤ HI (Kynkäänniemi et al. 2024)")
+    a("--num-samples", type=int, default=50_000)
+    a("--per-proc-batch-size", type=int, default=32)
+    a("--seed", type=int, default=0, help="sample i uses seed + i")
+    a("--precision", choices=DTYPES, default="fp32", help="autocast dtype of the model's forward")
+    a("--vae", help="override the decoder the checkpoint records: a VAE id or directory, or 'none' for pixels")
+    a("--out", type=Path, help="the .npz to write (default: RUN/samples/<step>-<sampler><steps>-cfg<s>-<N>.npz)")
+    a("--png-dir", type=Path, help="also write every sample as PNG here")
+    args = p.parse_args(argv)
+    if args.num_samples < 2 or args.per_proc_batch_size < 1 or args.steps < 1:
+        p.error("--num-samples must be >= 2, --per-proc-batch-size and --steps >= 1")
+    if args.guidance_interval:
+        try:
+            lo, hi = (float(v) for v in args.guidance_interval.split(","))
+        except ValueError:
+            p.error(f"--guidance-interval takes LO,HI, got {args.guidance_interval!r}")
+        args.guidance_interval = (lo, hi)
+    if args.out is None:
+        ckpt = Path(args.ckpt)
+        folder = ckpt.parent.parent / "samples" if ckpt.parent.name == "checkpoints" else Path("samples")
+        args.out = folder / f"{ckpt.stem}-{args.sampler}{args.steps}-cfg{args.cfg_scale:g}-{args.num_samples}.npz"
+    return args
+
+
+def settings(args, spec) -> dict:
+    """What determines the pixels; a re-run must match it to reuse shards."""
+    keep = ("ckpt", "weights", "sampler", "steps", "cfg_scale", "cfg_channels", "guidance_interval", "num_samples",
+            "per_proc_batch_size", "seed", "precision", "vae")  # fmt: skip
+    return {**{k: getattr(args, k) for k in keep}, "ckpt": str(Path(args.ckpt).resolve()), "model": spec.model,
+            "prediction": spec.prediction, "noise_schedule": spec.noise_schedule, "decoder": spec.decoder}  # fmt: skip
+
+
+def setup(args, ctx: dist.Context) -> dict:
+    """Load and validate everything; raises ValueError (one line) before any sampling."""
+    model, spec = load_for_sampling(args.ckpt, args.model, args.weights, ctx.device)
+    if args.cfg_scale != 1 and spec.null_class is None:
+        raise ValueError(f"--cfg-scale {args.cfg_scale} needs an unconditional class, and this model has none "
+                         "(trained with --class-dropout 0); use --cfg-scale 1")  # fmt: skip
+    channels = spec.model_kwargs["in_channels"]
+    if args.cfg_channels is not None and not 1 <= args.cfg_channels <= channels:
+        raise ValueError(f"--cfg-channels {args.cfg_channels} is not within 1..{channels}")
+    diffusion = create_diffusion(
+        noise_schedule=spec.noise_schedule,
+        prediction=spec.prediction,
+        learn_sigma=spec.model_kwargs["learn_sigma"],
+        diffusion_steps=spec.diffusion_steps,
+    )
+    decoder = spec.decoder if args.vae is None else (None if args.vae == "none" else args.vae)
+    spec.decoder = decoder
+    vae = load_vae(decoder, ctx.device) if decoder else None
+
+    def net(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(ctx.device.type, DTYPES[args.precision], enabled=args.precision != "fp32"):
+            return model(x, t, y).float()
+
+    guided = classifier_free_guidance(net, args.cfg_scale, spec.null_class, args.cfg_channels,
+                                      args.guidance_interval, diffusion)  # fmt: skip
+    shards = args.out.parent / f"{args.out.name}.shards"
+    wanted = settings(args, spec)
+    shards.mkdir(parents=True, exist_ok=True)
+    record = shards / "settings.json"
+    if record.exists() and json.loads(record.read_text()) != json.loads(json.dumps(wanted)):
+        raise ValueError(f"{shards} holds shards made with other settings; delete it or choose another --out")
+    dist.barrier()  # every rank has checked the record before rank 0 rewrites it
+    if ctx.is_main:
+        record.write_text(json.dumps(wanted, indent=1))
+    if args.png_dir:
+        args.png_dir.mkdir(parents=True, exist_ok=True)
+    return {"guided": guided, "diffusion": diffusion, "vae": vae, "spec": spec, "shards": shards}
+
+
+@torch.no_grad()
+def sample(args, ctx: dist.Context, guided, diffusion, vae, spec, shards: Path) -> None:
+    B, N = args.per_proc_batch_size, args.num_samples
+    starts = list(range(0, N, B))
+    todo = {s for s in starts if not shard_path(shards, s).exists()}
+    mine = [s for s in starts[ctx.rank :: ctx.world_size] if s in todo]
+    shape = (spec.model_kwargs["in_channels"], spec.model_kwargs["input_size"], spec.model_kwargs["input_size"])
+    sampler = get_sampler(args.sampler)
+    done = sum(min(B, N - s) for s in starts if s not in todo)
+    bar = tqdm(total=N, initial=done, unit="img", disable=not ctx.is_main, desc="sample")
+    for start in mine:
+        stop = min(start + B, N)
+        noise = PerSampleNoise(args.seed, start, stop)
+        x = noise(torch.empty(stop - start, *shape, device=ctx.device))
+        y = class_labels(start, stop, spec.num_classes).to(ctx.device)
+        extra = {"noise_fn": noise} if args.sampler in ("ddpm", "ddim") else {}
+        x = sampler(guided, x, diffusion, args.steps, {"y": y}, **extra)
+        if vae is not None:
+            x = vae.decode(x / spec.scale_factor).sample
+        images = quantize(x)
+        write_shard(shards, start, images, y.cpu().numpy())
+        if args.png_dir:
+            for i, image in enumerate(images):
+                Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
+                    args.png_dir / f"{start + i:06d}.png"
+                )
+        bar.update(min(N - bar.n, (stop - start) * ctx.world_size))
+    bar.close()
+
+
+def finish(args, shards: Path) -> None:
+    """Rank 0: stream the shards into the final .npz and save an 8×8 grid of the first 64 samples."""
+    paths = [shard_path(shards, s) for s in range(0, args.num_samples, args.per_proc_batch_size)]
+    missing = [p.name for p in paths if not p.exists()]
+    if missing:
+        raise RuntimeError(f"shards missing after sampling: {missing[:3]}")
+    n = assemble_npz(paths, args.out)
+    first = torch.from_numpy(read_shard(paths[0], "arr_0"))
+    for p in paths[1:]:
+        if len(first) >= 64:
+            break
+        first = torch.cat([first, torch.from_numpy(read_shard(p, "arr_0"))])
+    grid = make_grid(first[:64].permute(0, 3, 1, 2), nrow=8, padding=2).permute(1, 2, 0).numpy()
+    grid_path = args.out.with_suffix(".png")
+    Image.fromarray(grid[..., 0] if first.shape[-1] == 1 else grid).save(grid_path)
+    print(f"wrote {args.out} ({n} samples, {tuple(first.shape[1:])} uint8) and {grid_path}")
+
+
+def main() -> None:
+    args = parse_args()
+    ctx = dist.init()
+    try:
+        parts = setup(args, ctx)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"sample_ddp.py: error: {err}", file=sys.stderr)
+        dist.shutdown()
+        sys.exit(2)
+    tic = time.time()
+    sample(args, ctx, **parts)
+    dist.barrier()
+    if ctx.is_main:
+        finish(args, parts["shards"])
+        elapsed = time.time() - tic
+        print(f"{elapsed:.1f} s on {ctx.world_size} process(es), assembly included")
+    dist.shutdown()
+
 
 if __name__ == "__main__":
-    sys.exit("sample_ddp.py: not built yet (issue #5); the diffusion package is ready, see README.md")
+    main()

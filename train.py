@@ -166,7 +166,8 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
                 path = checkpoint_path(run_dir / "checkpoints", step)
                 save_atomic({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
                              "scaler": scaler.state_dict(), "step": step, "args": vars(args),
-                             "data": {"seed": args.seed, "position": step * args.global_batch_size}}, path)  # fmt: skip
+                             "data": {"seed": args.seed, "position": step * args.global_batch_size,
+                                     **data.record()}}, path)  # fmt: skip
                 prune_checkpoints(run_dir / "checkpoints", args.keep_checkpoints)
                 log.info(f"saved {path}")
             dist.barrier()

@@ -21,6 +21,7 @@ class TrainingData:
 
     ``kind`` is "pixel" (x0 = the batch), "latent" (draw a flip and a posterior sample from stored moments) or
     "vae" (flip the images, then encode them with ``vae`` and sample its posterior). ``shape`` is x0's [C, H, W].
+    ``decoder`` names the VAE that maps x0 back to images (None in pixel space); checkpoints record it for sampling.
     """
 
     dataset: Dataset
@@ -31,6 +32,12 @@ class TrainingData:
     vae: torch.nn.Module | None = None
     scale_factor: float = 1.0
     hflip: bool = False
+    decoder: str | None = None
+
+    def record(self) -> dict:
+        """What a sampler needs to know of the data: shape, class count and the decoder with its scale."""
+        return {"shape": list(self.shape), "num_classes": self.num_classes, "decoder": self.decoder,
+                "scale_factor": self.scale_factor, "description": self.description}  # fmt: skip
 
     @torch.no_grad()
     def prepare(self, batch: torch.Tensor, generator: torch.Generator, rows: slice, n: int) -> torch.Tensor:
@@ -65,7 +72,8 @@ def open_training_data(path: str | None, vae: str = "mse", image_size: int = 256
         if len(ds) == 0:
             raise ValueError(f"--data-path {path}: the manifest lists no latents")
         desc = f"latents {path} ({len(ds)} images, VAE {ds.meta.get('vae')})"
-        return TrainingData(ds, "latent", ds.shape, ds.num_classes, desc, scale_factor=ds.scale_factor)
+        return TrainingData(ds, "latent", ds.shape, ds.num_classes, desc, scale_factor=ds.scale_factor,
+                            decoder=ds.meta.get("vae"))  # fmt: skip
     ds = ImageFolder(root, image_size)
     if vae == "none":
         return TrainingData(ds, "pixel", ds.shape, ds.num_classes, f"images {path} (pixel space)", hflip=True)
@@ -73,4 +81,5 @@ def open_training_data(path: str | None, vae: str = "mse", image_size: int = 256
     down = 2 ** (len(model.config.block_out_channels) - 1)  # 8 for the SD VAE
     shape = (model.config.latent_channels, image_size // down, image_size // down)
     desc = f"images {path} encoded by VAE {vae}"
-    return TrainingData(ds, "vae", shape, ds.num_classes, desc, vae=model, scale_factor=SCALE_FACTOR, hflip=True)
+    return TrainingData(ds, "vae", shape, ds.num_classes, desc, vae=model, scale_factor=SCALE_FACTOR, hflip=True,
+                        decoder=vae)  # fmt: skip

@@ -21,6 +21,7 @@ __all__ = [
     "ViT_models",
     "convert_minsnr_vit",
     "check_model_name",
+    "checkpoint_config",
     "create_model",
     "describe_checkpoint",
     "forward_macs",
@@ -41,24 +42,42 @@ def create_model(name: str, **kwargs) -> nn.Module:
     return ALL_MODELS[name](**kwargs)
 
 
+def checkpoint_config(state_dict: dict) -> dict:
+    """What a DiT or ViT state dict says of its model: family, size (e.g. "XL") and patch, plus the constructor
+    arguments input_size, in_channels, num_classes, learn_sigma and qk_norm. The class table is assumed to end in
+    the null row (true of every release and of our runs with label dropout). Raises ValueError for other dicts."""
+    sd = strip_wrappers(state_dict)
+    if "x_embedder.proj.weight" not in sd or "pos_embed" not in sd:
+        raise ValueError("not a DiT or ViT state dict (no x_embedder.proj.weight / pos_embed)")
+    hidden, channels, patch, _ = sd["x_embedder.proj.weight"].shape
+    depth = count_blocks(sd)
+    is_dit = "t_embedder.mlp.0.weight" in sd
+    family, sizes, table, head, extra_tokens = (
+        ("DiT", DIT_SIZES, "y_embedder.embedding_table.weight", "final_layer.linear.weight", 0)
+        if is_dit
+        else ("ViT", VIT_SIZES, "y_embedder.weight", "head.weight", 2)
+    )
+    size = next((s for s, dims in sizes.items() if dims[:2] == (depth, hidden)), f"(depth {depth}, hidden {hidden})")
+    grid = round((sd["pos_embed"].shape[1] - extra_tokens) ** 0.5)
+    out_channels = sd[head].shape[0] // (patch * patch) if head in sd else channels
+    return {
+        "family": family, "size": size, "patch": patch, "input_size": grid * patch, "in_channels": channels,
+        "num_classes": sd[table].shape[0] - 1 if table in sd else None,
+        "learn_sigma": out_channels == 2 * channels, "qk_norm": any(".q_norm." in k for k in sd),
+    }  # fmt: skip
+
+
 def describe_checkpoint(state_dict: dict) -> str:
     """A short guess of what a state dict holds, e.g. "a DiT-XL/2 checkpoint (input 32, 4 channels, 1000 classes)"."""
     sd = strip_wrappers(state_dict)
     if is_minsnr_vit(sd):
         return "an official Min-SNR ViT checkpoint (convert it with models.convert_minsnr_vit)"
-    if "x_embedder.proj.weight" not in sd:
+    try:
+        c = checkpoint_config(sd)
+    except ValueError:
         return "not a DiT or ViT checkpoint (no x_embedder.proj.weight)"
-    hidden, channels, patch, _ = sd["x_embedder.proj.weight"].shape
-    depth = count_blocks(sd)
-    family, sizes, classes, extra = (
-        ("DiT", DIT_SIZES, "y_embedder.embedding_table.weight", 0)
-        if "t_embedder.mlp.0.weight" in sd
-        else ("ViT", VIT_SIZES, "y_embedder.weight", 2)
-    )
-    size = next((s for s, dims in sizes.items() if dims[:2] == (depth, hidden)), f"(depth {depth}, hidden {hidden})")
-    grid = int(round((sd["pos_embed"].shape[1] - extra) ** 0.5)) if "pos_embed" in sd else 0
-    num_classes = sd[classes].shape[0] - 1 if classes in sd else "?"
-    return f"a {family}-{size}/{patch} checkpoint (input {grid * patch}, {channels} channels, {num_classes} classes)"
+    return (f"a {c['family']}-{c['size']}/{c['patch']} checkpoint (input {c['input_size']}, {c['in_channels']} "
+            f"channels, {c['num_classes'] if c['num_classes'] is not None else '?'} classes)")  # fmt: skip
 
 
 def load_weights(model: nn.Module, state_dict: dict, model_name: str) -> None:

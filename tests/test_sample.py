@@ -1,0 +1,187 @@
+"""sample_ddp.py: byte-identical output for 1 and 2 processes, resume, balanced labels, releases, bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models import DiT_models
+from sampling import PerSampleNoise, class_labels, load_for_sampling, quantize
+from tests.reference_forwards import random_official_vit_state_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """A DiT-T/4 checkpoint from 2 training steps on the embedded Fashion-MNIST (pixel space, 1×32×32, 10 classes),
+    with noise added to the weights: adaLN-Zero's zero init would otherwise make every sample the same flat grey."""
+    run_dir = tmp_path_factory.mktemp("run")
+    args = ["--model", "DiT-T/4", "--max-steps", "2", "--global-batch-size", "8", "--num-workers", "0",
+            "--lr", "1e-2", "--results-dir", str(run_dir)]  # fmt: skip
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    path = run_dir / "checkpoints/0000002.pt"
+    state = torch.load(path, weights_only=True)
+    g = torch.Generator().manual_seed(0)
+    for part in ("model", "ema"):
+        state[part] = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in state[part].items()}
+    torch.save(state, path)
+    return path
+
+
+def sample(args: list[str], nproc: int = 1, expect: int = 0) -> subprocess.CompletedProcess:
+    launcher = [sys.executable]
+    if nproc > 1:
+        port = str(29700 + os.getpid() % 200)
+        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port]
+    res = subprocess.run([*launcher, str(ROOT / "sample_ddp.py"), *args], capture_output=True, text=True, env=ENV,
+                         timeout=600)  # fmt: skip
+    assert res.returncode == expect, res.stderr[-3000:]
+    return res
+
+
+def quick(ckpt: Path, out: Path, *extra: str) -> list[str]:
+    return ["--ckpt", str(ckpt), "--out", str(out), "--num-samples", "14", "--per-proc-batch-size", "4",
+            "--sampler", "ddpm", "--steps", "3", *extra]  # fmt: skip
+
+
+def test_one_and_two_processes_write_identical_files(ckpt, tmp_path):
+    sample(quick(ckpt, tmp_path / "one.npz", "--png-dir", str(tmp_path / "png")))
+    sample(quick(ckpt, tmp_path / "two.npz"), nproc=2)
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    with np.load(tmp_path / "one.npz", allow_pickle=False) as f:
+        images, labels = f["arr_0"], f["arr_1"]
+    assert images.dtype == np.uint8 and images.shape == (14, 32, 32, 1)
+    assert labels.dtype == np.int64 and labels.tolist() == [i % 10 for i in range(14)]
+    assert len(list((tmp_path / "png").glob("*.png"))) == 14
+    assert (tmp_path / "one.png").exists()  # the grid
+    assert images.std() > 0
+
+
+def test_labels_are_balanced_and_interleaved():
+    labels = class_labels(0, 50_000, 1000)
+    assert torch.equal(torch.bincount(labels), torch.full((1000,), 50))
+    assert labels[:3].tolist() == [0, 1, 2] and labels[1000:1003].tolist() == [0, 1, 2]
+
+
+def test_noise_of_a_sample_does_not_depend_on_its_batch():
+    like = torch.empty(3, 2, 4, 4)
+    a = PerSampleNoise(seed=7, start=0, stop=3)
+    b = PerSampleNoise(seed=7, start=2, stop=5)
+    assert torch.equal(a(like)[2], b(like)[0])
+    assert torch.equal(a(like)[2], b(like)[0])  # the second draws too
+    assert torch.equal(
+        PerSampleNoise(7, 2, 3)(like[:1])[0], torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(9))
+    )
+
+
+def test_quantize_is_adms_rule():
+    x = torch.tensor([-1.5, -1.0, -0.001, 0.0, 0.999, 1.0]).reshape(1, 1, 1, 6)
+    expected = np.clip(127.5 * x.numpy() + 128, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    assert np.array_equal(quantize(x), expected)
+    assert quantize(x).ravel().tolist() == [0, 0, 127, 128, 255, 255]
+
+
+def test_rerun_after_a_kill_resumes_and_gives_the_same_file(ckpt, tmp_path):
+    args = quick(ckpt, tmp_path / "s.npz")
+    sample(args)
+    reference = (tmp_path / "s.npz").read_bytes()
+    shards = tmp_path / "s.npz.shards"
+    # What a kill leaves: no final file, some shards, and a half-written temporary file.
+    (tmp_path / "s.npz").unlink()
+    (shards / "0000004.npz").unlink()
+    (shards / ".0000004.npz.abc.tmp").write_bytes(b"PK\x03\x04 half")
+    kept = {p.name: p.stat().st_mtime_ns for p in shards.glob("0*.npz")}
+    sample(args)
+    assert (tmp_path / "s.npz").read_bytes() == reference
+    assert {p.name: p.stat().st_mtime_ns for p in shards.glob("0*.npz") if p.name in kept} == kept
+    assert (shards / "0000004.npz").exists()
+
+
+def test_other_batch_size_changes_few_values(ckpt, tmp_path):
+    """Across batch sizes only kernel blocking differs; measured here: see the README's sampling section."""
+    sample(quick(ckpt, tmp_path / "b4.npz"))
+    sample([*quick(ckpt, tmp_path / "b7.npz"), "--per-proc-batch-size", "7"])
+    a, b = (np.load(tmp_path / f"{n}.npz")["arr_0"].astype(int) for n in ("b4", "b7"))
+    assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
+
+
+def test_released_dit_state_dict_needs_model_and_samples(tmp_path):
+    torch.manual_seed(0)
+    release = DiT_models["DiT-T/4"](input_size=16, in_channels=4, num_classes=5).state_dict()
+    torch.save(release, tmp_path / "dit.pt")
+    res = sample(["--ckpt", str(tmp_path / "dit.pt"), "--out", str(tmp_path / "x.npz"), "--num-samples", "2"], expect=2)
+    assert res.stderr.strip().splitlines() == [
+        "sample_ddp.py: error: a checkpoint without our training record needs --model (e.g. --model DiT-XL/2)"
+    ]
+    model, spec = load_for_sampling(str(tmp_path / "dit.pt"), "DiT-T/4")
+    assert (spec.prediction, spec.noise_schedule, spec.num_classes, spec.null_class) == ("eps", "linear", 5, 5)
+    assert spec.model_kwargs["learn_sigma"] and spec.decoder == "stabilityai/sd-vae-ft-mse"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, release[k])
+    sample(["--ckpt", str(tmp_path / "dit.pt"), "--model", "DiT-T/4", "--vae", "none", "--out",
+            str(tmp_path / "d.npz"), "--num-samples", "5", "--steps", "2", "--cfg-channels", "3"])  # fmt: skip
+    assert np.load(tmp_path / "d.npz")["arr_0"].shape == (5, 16, 16, 4)
+
+
+def test_official_minsnr_release_is_converted(tmp_path):
+    official = random_official_vit_state_dict(depth=6, dim=128, patch=4, in_ch=4, out_ch=4, grid=4, rows=11)
+    torch.save(official, tmp_path / "ema_0.9999_t.pt")
+    model, spec = load_for_sampling(str(tmp_path / "ema_0.9999_t.pt"))
+    assert (spec.model, spec.prediction, spec.noise_schedule, spec.num_classes) == ("ViT-T/4", "x0", "cosine", 10)
+    assert spec.source == "minsnr-release" and not spec.model_kwargs["learn_sigma"]
+    sample(["--ckpt", str(tmp_path / "ema_0.9999_t.pt"), "--vae", "none", "--out", str(tmp_path / "v.npz"),
+            "--num-samples", "3", "--steps", "2"])  # fmt: skip
+    assert np.load(tmp_path / "v.npz")["arr_1"].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--model", "ViT-T/4"], "is a checkpoint of DiT-T/4, but --model is ViT-T/4"),
+        (["--cfg-channels", "2"], "--cfg-channels 2 is not within 1..1"),
+        (["--vae", "/nonexistent-vae"], "cannot load the VAE '/nonexistent-vae'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code_2(ckpt, tmp_path, extra, message):
+    res = sample([*quick(ckpt, tmp_path / "s.npz"), *extra], expect=2)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], res.stderr
+    assert not (tmp_path / "s.npz").exists()
+
+
+def test_bad_files_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pt")
+    (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04" + b"\0" * 20)
+    for name, message in (("missing.pt", "does not exist"), ("evil.pt", "needs arbitrary pickled code"),
+                          ("cut.pt", "unreadable or truncated")):  # fmt: skip
+        res = sample(["--ckpt", str(tmp_path / name), "--out", str(tmp_path / "s.npz")], expect=2)
+        assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
+        assert "pwned" not in res.stdout
+
+
+def test_changed_settings_do_not_mix_with_old_shards(ckpt, tmp_path):
+    sample(quick(ckpt, tmp_path / "s.npz"))
+    res = sample([*quick(ckpt, tmp_path / "s.npz"), "--seed", "1"], expect=2)
+    assert "holds shards made with other settings" in res.stderr
+
+
+def test_guidance_needs_a_null_class(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--model", "DiT-T/4", "--max-steps", "1", "--global-batch-size", "4", "--num-workers", "0",
+            "--class-dropout", "0", "--results-dir", str(run_dir)]  # fmt: skip
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = sample(quick(run_dir / "checkpoints/0000001.pt", tmp_path / "s.npz"), expect=2)
+    assert "needs an unconditional class" in res.stderr
+    sample([*quick(run_dir / "checkpoints/0000001.pt", tmp_path / "s.npz"), "--cfg-scale", "1"])
