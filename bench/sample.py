@@ -1,0 +1,82 @@
+"""Sampling speed per sampler and step count: images per second and model evaluations (NFE) per second.
+
+    python bench/sample.py --model DiT-S/2 --batch 16                                  # CPU, small
+    python bench/sample.py --model DiT-XL/2 --batch 64 --precision bf16 --runs ddpm:250,ddim:50,heun:50,dpm++:20
+
+Weights are random (speed does not depend on them); guidance at --cfg-scale doubles the batch of every model call,
+as in real sampling. Each run is timed once after one untimed warm-up batch of the same sampler at 2 steps.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from diffusion import classifier_free_guidance, create_diffusion  # noqa: E402
+from diffusion.samplers import get_sampler  # noqa: E402
+from models import ALL_MODELS, create_model  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="DiT-S/2", choices=ALL_MODELS, metavar="NAME")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--input-size", type=int, default=32)
+    p.add_argument("--channels", type=int, default=4)
+    p.add_argument("--runs", default="ddpm:250,ddim:50,heun:50,dpm++:20", help="SAMPLER:STEPS,…")
+    p.add_argument("--cfg-scale", type=float, default=1.5)
+    p.add_argument("--precision", choices=DTYPES, default="fp32")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--json", type=Path, help="append each result as one JSON line to this file")
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    model = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000)
+    model = model.to(device).eval().requires_grad_(False)
+    forward = torch.compile(model) if args.compile else model
+    nfe = 0
+
+    def net(x, t, y):
+        nonlocal nfe
+        nfe += 1
+        with torch.autocast(device.type, DTYPES[args.precision], enabled=args.precision != "fp32"):
+            return forward(x, t, y).float()
+
+    diffusion = create_diffusion(learn_sigma=model.out_channels == 2 * args.channels)
+    guided = classifier_free_guidance(net, args.cfg_scale, null_class=1000, diffusion=diffusion)
+    x = torch.randn(args.batch, args.channels, args.input_size, args.input_size, device=device)
+    y = torch.arange(args.batch, device=device) % 1000
+    for run in args.runs.split(","):
+        name, steps = run.split(":")
+        sampler = get_sampler(name)
+        sampler(guided, x, diffusion, 2, {"y": y})
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        nfe, tic = 0, time.perf_counter()
+        sampler(guided, x, diffusion, int(steps), {"y": y})
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - tic
+        result = {"model": args.model, "batch": args.batch, "sampler": name, "steps": int(steps), "nfe": nfe,
+                  "cfg_scale": args.cfg_scale, "precision": args.precision, "compile": args.compile,
+                  "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                  "images_per_s": args.batch / seconds, "nfe_per_s": nfe / seconds, "seconds": seconds}  # fmt: skip
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+        if args.json:
+            with args.json.open("a") as f:
+                f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
