@@ -18,8 +18,8 @@ timeout 90 python3 train.py --model DiT-S/2 --precision bf16 --global-batch-size
 tail -2 $run/log.txt
 ck=$run/checkpoints/0000300.pt
 for cfg in "fp32 250" "fp32 100" "bf16 250"; do set -- $cfg
-  timeout 60 python3 sample_ddp.py --ckpt $ck --num-samples 2000 --per-proc-batch-size $2 --precision $1 \
-    --sampler heun --steps 50 --out /tmp/s-$1-$2.npz 2>&1 | grep -v "img/s]" | tail -2
+  timeout 60 python3 sample_ddp.py --ckpt $ck --num-samples 500 --per-proc-batch-size $2 --precision $1 \
+    --sampler heun --steps 20 --out /tmp/s-$1-$2.npz 2>&1 | grep -v "img/s]" | tail -2
 done
 python3 - <<'PY' | tee "$out/batch_size_diffs.txt"
 import numpy as np
