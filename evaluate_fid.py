@@ -30,13 +30,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "extractor gives. With an extractor X other than inception they are reported as fd_X, "
                         "sfd_X, is_X, precision_X, recall_X")  # fmt: skip
     p.add_argument("--feature-extractor", default="inception", help=f"one of: {', '.join(EXTRACTORS)}")
-    p.add_argument("--weights", default=None,
-                   help="extractor weights file; default for inception: torch's hub cache, else a download")  # fmt: skip
+    p.add_argument("--weights", default=None, help="extractor weights; inception's default: hub cache, else download")
     p.add_argument("--batch-size", type=int, default=100, help="images per extractor call")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...; default: cuda when available")
     p.add_argument("--json", default=None, metavar="OUT", help="also write every metric and the settings here")
     p.add_argument("--save-ref-stats", default=None, metavar="PATH",
-                   help="write REF's statistics (and pool features for pr) to this .npz, usable as REF later")  # fmt: skip
+                   help="write REF's statistics (and pool features, for pr) to this .npz, to serve as REF")  # fmt: skip
     return p.parse_args(argv)
 
 

@@ -22,9 +22,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
-
-INCEPTION_WEIGHTS = URL_INCEPTION_V3.rsplit("/", 1)[1]  # weights-inception-2015-12-05-6726825d.pth
 
 
 def read_state_dict_bytes(path: Path) -> bytes:
@@ -35,7 +32,9 @@ def read_state_dict_bytes(path: Path) -> bytes:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"refusing to load {path}: it needs arbitrary pickled code, which is never run ({first})") from None
+        raise ValueError(
+            f"refusing to load {path}: it needs arbitrary pickled code, which is never run ({first})"
+        ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise ValueError(f"weights file {path} is unreadable or truncated: {str(err).splitlines()[0]}") from None
     return data
@@ -60,15 +59,16 @@ def find_inception_weights(weights: str | None) -> Path:
         if not Path(weights).is_file():
             raise ValueError(f"--weights {weights} does not exist")
         return Path(weights)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3  # importing torch_fidelity takes 3 s
+
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / URL_INCEPTION_V3.rsplit("/", 1)[1]
     if not cached.is_file():
         try:
             download(URL_INCEPTION_V3, cached)
         except OSError as err:
-            reason = getattr(err, "reason", err)
             raise ValueError(
-                f"Inception weights {INCEPTION_WEIGHTS} are not in {cached.parent} and the download from "
-                f"{URL_INCEPTION_V3} failed ({reason}); fetch that file and pass --weights PATH"
+                f"Inception weights {cached.name} are not in {cached.parent} and the download from "
+                f"{URL_INCEPTION_V3} failed ({getattr(err, 'reason', err)}); fetch that file and pass --weights PATH"
             ) from None
     return cached
 
@@ -93,6 +93,8 @@ class InceptionV3(nn.Module):
     """
 
     def __init__(self, weights: Path):
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
         super().__init__()
         data = read_state_dict_bytes(weights)
         try:

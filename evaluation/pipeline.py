@@ -9,11 +9,11 @@ import math
 import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch_fidelity
 from tqdm import tqdm
 
 from .features import Extractor, get_extractor
@@ -103,8 +103,9 @@ def _check_reference(ref: Source, extractor: str, spec: Extractor) -> None:
     for kind, g in ref.stats.items():
         d = spec.dims[kind]
         if g.mu.shape != (d,) or g.sigma.shape != (d, d):
-            raise ValueError(f"REF {ref.path}: {kind} statistics have shapes {list(g.mu.shape)} and "
-                             f"{list(g.sigma.shape)}, but {extractor}'s {kind} features have {d} dimensions")  # fmt: skip
+            shapes = f"{list(g.mu.shape)} and {list(g.sigma.shape)}"
+            raise ValueError(f"REF {ref.path}: {kind} statistics of shapes {shapes}, but {extractor}'s {kind} features "
+                             f"have {d} dimensions")  # fmt: skip
     if ref.features is not None and (ref.features.ndim != 2 or ref.features.shape[1] != spec.dims["pool"]):
         raise ValueError(f"REF {ref.path}: features have shape {list(ref.features.shape)}, but {extractor}'s pool "
                          f"features have {spec.dims['pool']} dimensions")  # fmt: skip
@@ -161,12 +162,12 @@ def evaluate(ref: str | Path, sample: str | Path, metrics: str | Sequence[str] |
     sha256 = hashlib.sha256(weights_path.read_bytes()).hexdigest()
     model = spec.build(weights_path).to(dev).eval()
 
-    ref_stats, ref_features, ref_images = dict(ref_src.stats), ref_src.features, None
+    ref_stats, ref_features, ref_count = dict(ref_src.stats), ref_src.features, None
     if ref_kinds or ref_pool:
         computed = extract(model, ref_src, spec.dims, ref_kinds, ref_pool, False, batch_size, dev, "reference")
         ref_stats.update(computed.stats)
         ref_features = computed.pool if ref_pool else ref_features
-        ref_images = ref_src.images.count
+        ref_count = ref_src.images.count
     sample_features = extract(model, sample_src, spec.dims, fd_kinds, pr, "is" in chosen, batch_size, dev, "sample")
 
     values = {}
@@ -181,14 +182,14 @@ def evaluate(ref: str | Path, sample: str | Path, metrics: str | Sequence[str] |
 
     if save_ref_stats is not None:
         features = None if ref_features is None else np.asarray(ref_features, dtype=np.float32)
-        save_statistics(save_ref_stats, extractor, ref_stats, features, ref_images, sha256)
+        save_statistics(save_ref_stats, extractor, ref_stats, features, ref_count, sha256)
     stored = [kind for kind in fd_kinds if kind in ref_src.stats]
     return {
         "metrics": values,
         "sample": {"path": str(sample_src.path), "count": sample_src.images.count},
         "reference": {
             "path": str(ref_src.path),
-            "count": ref_images if ref_images is not None else next((g.count for g in ref_src.stats.values()), None),
+            "count": ref_count if ref_count is not None else next((g.count for g in ref_src.stats.values()), None),
             "statistics": ("stored" if stored else "computed") if fd_kinds else None,
         },
         "settings": {
@@ -200,7 +201,11 @@ def evaluate(ref: str | Path, sample: str | Path, metrics: str | Sequence[str] |
             "device": str(dev),
             "is_split_size": IS_SPLIT,
             "pr_neighbours": PR_NEIGHBOURS,
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "torch_fidelity": torch_fidelity.__version__, "numpy": np.__version__},  # fmt: skip
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "torch_fidelity": version("torch-fidelity"),
+                "numpy": np.__version__,
+            },
         },
     }
