@@ -84,6 +84,8 @@ def settings(args, spec) -> dict:
 def setup(args, ctx: dist.Context) -> dict:
     """Load and validate everything; raises ValueError (one line) before any sampling."""
     model, spec = load_for_sampling(args.ckpt, args.model, args.weights, ctx.device)
+    for note in spec.notes if ctx.is_main else []:
+        print(f"note: {note}", file=sys.stderr)
     if args.cfg_scale != 1 and spec.null_class is None:
         raise ValueError(f"--cfg-scale {args.cfg_scale} needs an unconditional class, and this model has none "
                          "(trained with --class-dropout 0); use --cfg-scale 1")  # fmt: skip

@@ -46,7 +46,13 @@ def _ours(state: dict, weights: str) -> tuple[dict, SamplingSpec]:
     null = num_classes if args["class_dropout"] > 0 or args["model"].startswith("ViT") else None
     spec = SamplingSpec(args["model"], kwargs, args["prediction"], args["noise_schedule"], args["diffusion_steps"],
                         num_classes, null, data["decoder"], data["scale_factor"], "ours")  # fmt: skip
-    return state[weights], spec
+    init_share = args["ema_decay"] ** state["step"]
+    if weights == "ema" and init_share > 0.5:
+        spec.notes.append(
+            f"the EMA after {state['step']} steps at decay {args['ema_decay']} still holds "
+            f"{init_share:.0%} of the initial weights; --weights raw samples the trained ones"
+        )
+    return state["ema" if weights == "ema" else "model"], spec
 
 
 def _release(sd: dict, model: str | None, source: str) -> tuple[dict, SamplingSpec]:

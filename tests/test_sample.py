@@ -64,6 +64,15 @@ def test_one_and_two_processes_write_identical_files(ckpt, tmp_path):
     assert images.std() > 0
 
 
+def test_weights_choose_ema_or_raw(ckpt):
+    state = torch.load(ckpt, weights_only=True)
+    for weights, part in (("ema", "ema"), ("raw", "model")):
+        model, spec = load_for_sampling(str(ckpt), weights=weights)
+        assert spec.source == "ours" and spec.decoder is None and spec.num_classes == 10
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, state[part][k]), (weights, k)
+
+
 def test_labels_are_balanced_and_interleaved():
     labels = class_labels(0, 50_000, 1000)
     assert torch.equal(torch.bincount(labels), torch.full((1000,), 50))
