@@ -4,7 +4,8 @@
     python evaluate_fid.py REF SAMPLE --metrics fid,is --json result.json
 
 REF: ADM's reference batch (its stored statistics give FID and sFID, its images precision/recall), any sample
-.npz, a folder of PNG/JPEG images, or a statistics file written by --save-ref-stats. SAMPLE: an .npz with uint8
+.npz, a folder of PNG/JPEG images, a statistics file written by --save-ref-stats, or fashion-test (the Fashion-MNIST
+test split, for --feature-extractor fashion). SAMPLE: an .npz with uint8
 NHWC images in arr_0, or an image folder. Prints one summary line; bad input ends in one line and exit code 2.
 """
 
@@ -48,14 +49,19 @@ def summary(result: dict) -> str:
     return f"{values} ({result['sample']['count']} samples vs {Path(result['reference']['path']).name})"
 
 
+def show_warning(message, *_, **__) -> None:
+    print(f"evaluate_fid.py: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
-    warnings.formatwarning = lambda message, *_, **__: f"evaluate_fid.py: warning: {message}\n"
     try:
         if args.json is not None and not Path(args.json).parent.is_dir():
             raise ValueError(f"--json {args.json}: its directory does not exist")
-        result = evaluate(args.ref, args.sample, args.metrics, args.feature_extractor, args.weights, args.batch_size,
-                          args.device, args.save_ref_stats)  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning  # one line each
+            result = evaluate(args.ref, args.sample, args.metrics, args.feature_extractor, args.weights,
+                              args.batch_size, args.device, args.save_ref_stats)  # fmt: skip
     except ValueError as err:
         print(f"evaluate_fid.py: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -12,7 +12,6 @@ Adding one is a module class plus an ``EXTRACTORS`` entry naming its weights loo
 
 import io
 import os
-import pickle
 import shutil
 import tempfile
 import urllib.request
@@ -23,6 +22,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import fashion
+
 
 def read_state_dict_bytes(path: Path) -> bytes:
     """The bytes of a weights file, after checking that ``torch.load(weights_only=True)`` reads them: a file that
@@ -30,13 +31,14 @@ def read_state_dict_bytes(path: Path) -> bytes:
     data = path.read_bytes()
     try:
         torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"refusing to load {path}: it needs arbitrary pickled code, which is never run ({first})"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"weights file {path} is unreadable or truncated: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # junk fails in many ways: KeyError, RuntimeError, EOFError, UnpicklingError, ...
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        detail = next((line for line in lines if "Unsupported" in line), lines[0])
+        if "Unsupported global" in detail:  # the pickle names Python code to run
+            raise ValueError(
+                f"refusing to load {path}: it needs arbitrary pickled code, which is never run ({detail})"
+            ) from None
+        raise ValueError(f"weights file {path} is unreadable or truncated ({type(err).__name__}: {detail})") from None
     return data
 
 
@@ -83,13 +85,15 @@ class InceptionV3(nn.Module):
     - spatial: ``mixed_6/conv``, the first 7 of its 192 channels at 17×17, flattened in HWC order (2023-d);
     - logits: ``pool_3 · W`` of the 1008-way ``softmax`` layer without its bias (ADM's Inception Score input).
 
-    Which module is ``mixed_6/conv``: the TF graph numbers its Inception blocks ``mixed, mixed_1, …, mixed_10``,
-    i.e. Mixed_5b, 5c, 5d, 6a, 6b, 6c, 6d, 6e, 7a, 7b, 7c; so ``mixed_6`` is Mixed_6d (the fourth 17×17 block
-    after the reduction block Mixed_6a = ``mixed_3``), and inside a block ``conv`` is the 1×1 branch,
-    ``tower``/``tower_1``/``tower_2`` the others. torch-fidelity's converter (utils/util_convert_inception_weights.py)
-    maps ``mixed_6/conv/conv2d_params`` and ``mixed_6/conv/batchnorm`` to ``Mixed_6d.branch1x1.conv`` and ``.bn``.
-    In the graph the layer's output op ``mixed_6/conv`` follows its ``batchnorm`` op, i.e. it is the ReLU, which is
-    what ``BasicConv2d`` returns; so a forward hook on ``Mixed_6d.branch1x1`` yields ``mixed_6/conv:0`` (NCHW here).
+    Which module is ``mixed_6/conv``: the TF graph names its Inception blocks ``mixed, mixed_1, …, mixed_10``, in
+    torchvision's names Mixed_5b, 5c, 5d, 6a, 6b, 6c, 6d, 6e, 7a, 7b, 7c; so ``mixed_6`` is Mixed_6d (the third
+    17×17 factorised-7×7 block, after the reduction Mixed_6a = ``mixed_3``, then ``mixed_4`` = 6b and ``mixed_5`` =
+    6c), and inside a block ``conv`` is the 1×1 branch (``tower``, ``tower_1``, ``tower_2`` are the others).
+    torch-fidelity's weight converter (utils/util_convert_inception_weights.py in its repository) maps
+    ``mixed_6/conv/conv2d_params`` and ``mixed_6/conv/batchnorm`` to ``Mixed_6d.branch1x1.conv`` and ``.bn``. Each
+    TF layer is the ops ``<name>/Conv2D``, ``<name>/batchnorm`` and then ``<name>`` itself, the activation that the
+    block concatenates: the ReLU output, which is what ``BasicConv2d`` returns. So a forward hook on
+    ``Mixed_6d.branch1x1`` yields ``mixed_6/conv:0`` (here NCHW; ADM slices TF's NHWC tensor to ``[..., :7]``).
     """
 
     def __init__(self, weights: Path):
@@ -133,6 +137,7 @@ class Extractor:
 
 EXTRACTORS = {
     "inception": Extractor(find_inception_weights, InceptionV3, {"pool": 2048, "spatial": 17 * 17 * 7, "logits": 1008}),
+    "fashion": Extractor(fashion.find_weights, fashion.build, {"pool": 128, "logits": 10}),
 }
 
 

@@ -52,8 +52,8 @@ def _singular(eigenvalues: np.ndarray) -> bool:
     return eigenvalues.min() <= len(eigenvalues) * np.finfo(np.float64).eps * abs(eigenvalues).max()
 
 
-def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
-    """tr √(Σ1Σ2) for covariances Σ1, Σ2, in float64.
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray, names: tuple[str, str] = ("first", "second")) -> float:
+    """tr √(Σ1Σ2) for covariances Σ1, Σ2, in float64 (``names`` name them in the warning).
 
     Σ1Σ2 is similar to the symmetric PSD matrix M = Σ1^½ Σ2 Σ1^½, so tr √(Σ1Σ2) = Σ_i √λ_i(M); both square roots
     come from ``eigh`` with rounding-negative eigenvalues clipped to 0, so the result is finite even when a
@@ -61,7 +61,7 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     """
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     w1, v1 = scipy.linalg.eigh(sigma1)  # scipy's LAPACK driver: several times faster than numpy's here
-    for name, w in (("first", w1), ("second", scipy.linalg.eigvalsh(sigma2))):
+    for name, w in zip(names, (w1, scipy.linalg.eigvalsh(sigma2)), strict=True):
         if _singular(w):
             warnings.warn(
                 f"the {name} covariance ({len(w)}×{len(w)}) is singular or ill-conditioned (eigenvalues "
@@ -74,12 +74,12 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     return float(np.sqrt(np.clip(scipy.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum())
 
 
-def frechet_distance(a: Gaussian, b: Gaussian) -> float:
+def frechet_distance(a: Gaussian, b: Gaussian, names: tuple[str, str] = ("first", "second")) -> float:
     """‖μ1 − μ2‖² + tr Σ1 + tr Σ2 − 2 tr √(Σ1Σ2), the squared 2-Wasserstein distance of two Gaussians (float64)."""
     if a.mu.shape != b.mu.shape or a.sigma.shape != b.sigma.shape:
         raise ValueError(f"statistics of different sizes: {a.mu.shape} and {b.mu.shape}")
     diff = a.mu.astype(np.float64) - b.mu.astype(np.float64)
-    tr = np.trace(a.sigma) + np.trace(b.sigma) - 2 * trace_sqrt_product(a.sigma, b.sigma)
+    tr = np.trace(a.sigma) + np.trace(b.sigma) - 2 * trace_sqrt_product(a.sigma, b.sigma, names)
     return float(diff @ diff + tr)
 
 

@@ -173,7 +173,9 @@ def evaluate(ref: str | Path, sample: str | Path, metrics: str | Sequence[str] |
     values = {}
     for m in chosen:
         if m in FD_METRICS:
-            value = [frechet_distance(sample_features.stats[NEEDS[m]], ref_stats[NEEDS[m]])]
+            kind = NEEDS[m]
+            names = (f"sample's {kind}", f"reference's {kind}")
+            value = [frechet_distance(sample_features.stats[kind], ref_stats[kind], names)]
         elif m == "is":
             value = [sample_features.inception_score]
         else:

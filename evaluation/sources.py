@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import fashion
 from .images import FolderImages, NpzImages
 from .metrics import Gaussian
 
@@ -60,8 +61,9 @@ def _load(npz, path: Path, key: str) -> np.ndarray:
 
 
 def open_source(path: str | Path) -> Source:
-    """Open and check a REF or SAMPLE path (see the module docstring); one clear ValueError for anything bad."""
-    path = Path(path)
+    """Open and check a REF or SAMPLE path (see the module docstring); one clear ValueError for anything bad.
+    The name ``fashion-test`` stands for the Fashion-MNIST test split (``evaluation.fashion.reference_npz``)."""
+    path = fashion.reference_npz() if str(path) == fashion.REFERENCE else Path(path)
     _check_exists(path)
     if path.is_dir():
         return Source(path, FolderImages(path))

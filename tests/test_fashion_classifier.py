@@ -1,0 +1,76 @@
+"""The committed Fashion-MNIST classifier: its checksum guard, its accuracy, and FD-fashion through evaluate_fid."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data.fashion_mnist import load_arrays
+from evaluation import evaluate
+from evaluation.fashion import WEIGHTS, WEIGHTS_SHA256, FashionClassifier, load_fashion_classifier, sha256
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_weights_match_their_checksum_and_stay_small():
+    assert sha256(WEIGHTS) == WEIGHTS_SHA256
+    assert WEIGHTS.stat().st_size < 5e6
+
+
+def test_a_file_with_another_checksum_is_refused(tmp_path):
+    changed = tmp_path / "fashion_classifier.pt"
+    shutil.copy(WEIGHTS, changed)
+    data = bytearray(changed.read_bytes())
+    data[-100] ^= 0xFF
+    changed.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="does not match its SHA-256"):
+        load_fashion_classifier(changed)
+    assert isinstance(load_fashion_classifier(WEIGHTS), FashionClassifier)
+
+
+def test_test_accuracy_is_at_least_90_percent():
+    images, labels = load_arrays("test")
+    model = load_fashion_classifier()
+    with torch.no_grad():
+        logits = torch.cat([model(torch.from_numpy(b)[..., None])["logits"] for b in np.array_split(images, 10)])
+    accuracy = (logits.argmax(1).numpy() == labels).mean()
+    recorded = json.loads(WEIGHTS.with_suffix(".json").read_text())["test_accuracy"]
+    assert accuracy >= 0.90 and abs(accuracy - recorded) < 1e-9
+
+
+def padded(images: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(images), 32, 32, 1), dtype=np.uint8)
+    out[:, 2:30, 2:30, 0] = images
+    return out
+
+
+def test_fd_fashion_ranks_real_images_above_noise(tmp_path):
+    images, labels = load_arrays("train")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "real.npz", arr_0=padded(images[:500]), arr_1=labels[:500])
+    np.savez(tmp_path / "noise.npz", arr_0=rng.integers(0, 256, (500, 32, 32, 1), dtype=np.uint8))
+    real = evaluate("fashion-test", tmp_path / "real.npz", "fid", "fashion", device="cpu")["metrics"]
+    noise = evaluate("fashion-test", tmp_path / "noise.npz", "fid", "fashion", device="cpu")["metrics"]
+    assert set(real) == {"fd_fashion"}
+    assert 0 < real["fd_fashion"] < noise["fd_fashion"] / 10
+
+
+def test_cli_reports_fd_fashion_never_fid(tmp_path):
+    images, _ = load_arrays("train")
+    np.savez(tmp_path / "s.npz", arr_0=padded(images[:50]))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(ROOT / "evaluate_fid.py"), "fashion-test", str(tmp_path / "s.npz"),
+           "--feature-extractor", "fashion", "--device", "cpu", "--metrics", "fid,is"]  # fmt: skip
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "fd_fashion" in res.stdout and "is_fashion" in res.stdout and "FID" not in res.stdout
+    np.savez(tmp_path / "rgb.npz", arr_0=np.zeros((4, 32, 32, 3), dtype=np.uint8))
+    res = subprocess.run([*cmd[:3], str(tmp_path / "rgb.npz"), *cmd[4:]], capture_output=True, text=True, env=env)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    assert "takes grey images" in res.stderr
