@@ -47,9 +47,11 @@ class FashionClassifier(nn.Module):
         return nn.functional.pad(x, (pad,) * 4, value=-1.0) if pad else x
 
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x float [B, 1, 32, 32] in [-1, 1] -> (logits [B, 10], features [B, 128])."""
-        h = self.features(self.body(x))  # [B, 128]
-        return self.classifier(h), h
+        """x float [B, 1, 32, 32] in [-1, 1] -> (logits [B, 10], features [B, 128]). The features are taken before
+        the ReLU: after it, units that never fire would make every covariance singular."""
+        linear, relu = self.features
+        h = linear(self.body(x))  # [B, 128]
+        return self.classifier(relu(h)), h
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         logits, h = self.logits_and_features(self.to_input(images))
