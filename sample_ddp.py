@@ -84,8 +84,6 @@ def settings(args, spec) -> dict:
 def setup(args, ctx: dist.Context) -> dict:
     """Load and validate everything; raises ValueError (one line) before any sampling."""
     model, spec = load_for_sampling(args.ckpt, args.model, args.weights, ctx.device)
-    for note in spec.notes if ctx.is_main else []:
-        print(f"note: {note}", file=sys.stderr)
     if args.cfg_scale != 1 and spec.null_class is None:
         raise ValueError(f"--cfg-scale {args.cfg_scale} needs an unconditional class, and this model has none "
                          "(trained with --class-dropout 0); use --cfg-scale 1")  # fmt: skip
@@ -179,6 +177,8 @@ def main() -> None:
         print(f"sample_ddp.py: error: {err}", file=sys.stderr)
         dist.shutdown()
         sys.exit(2)
+    for note in parts["spec"].notes if ctx.is_main else []:
+        print(f"note: {note}", file=sys.stderr)
     tic = time.time()
     sample(args, ctx, **parts)
     dist.barrier()
