@@ -171,6 +171,8 @@ def finish(args, shards: Path) -> None:
 def main() -> None:
     args = parse_args()
     ctx = dist.init()
+    if ctx.device.type == "cpu":
+        torch.set_flush_denormal(True)
     try:
         parts = setup(args, ctx)
     except (ValueError, FileNotFoundError) as err:

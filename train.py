@@ -188,6 +188,8 @@ def main() -> None:
         print(f"train.py: error: {err}", file=sys.stderr)
         sys.exit(2)
     ctx = dist.init()
+    if ctx.device.type == "cpu":
+        torch.set_flush_denormal(True)  # zero-initialised layers fill early training with slow denormals
     try:
         parts = setup(args, ctx)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -1,6 +1,6 @@
 """`make demo`: the whole system on the embedded Fashion-MNIST default, on the CPU, in about a quarter of an hour.
 
-1. train a tiny ViT (ViT-T/4, x0-prediction, Min-SNR-5) with train.py, checkpointing every --ckpt-every steps;
+1. train a tiny ViT (ViT-T/4, x0-prediction, Min-SNR-5, batch 32) with train.py, checkpointing every 500 steps;
 2. sample every checkpoint with EDM Heun through sample_ddp.py and score FD-fashion against the 10K test images;
 3. write results/demo/samples.png (one row per class) and results/demo/curves.png (loss and FD-fashion);
 4. print a summary table.
@@ -85,23 +85,25 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("results/demo"))
     p.add_argument("--max-steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--ckpt-every", type=int, default=500)
-    p.add_argument("--num-samples", type=int, default=500, help="samples per FD-fashion evaluation")
-    p.add_argument("--steps", type=int, default=20, help="Heun steps when evaluating (NFE = 2·steps − 1)")
+    p.add_argument("--num-samples", type=int, default=300, help="samples per FD-fashion evaluation")
+    p.add_argument("--steps", type=int, default=10, help="Heun steps when evaluating (NFE = 2·steps − 1)")
     args = p.parse_args()
     tic = time.time()
 
     print(f"[1/4] training ViT-T/4 (x0, Min-SNR-5) on Fashion-MNIST for {args.max_steps} steps", flush=True)
     run(["train.py", "--config", str(ROOT / "configs/fashion_vit-t4_x0_min_snr.toml"), "--max-steps",
-         str(args.max_steps), "--ckpt-every", str(args.ckpt_every), "--keep-checkpoints", "0", "--results-dir",
-         str(args.out / "run"), "--resume", "auto", "--log-every", "50"])  # fmt: skip
+         str(args.max_steps), "--global-batch-size", str(args.batch_size), "--ckpt-every", str(args.ckpt_every),
+         "--keep-checkpoints", "0", "--results-dir", str(args.out / "run"), "--resume", "auto",
+         "--log-every", "50"])  # fmt: skip
     train_minutes = (time.time() - tic) / 60
 
     print(f"[2/4] FD-fashion of every checkpoint ({args.num_samples} samples, Heun-{args.steps})", flush=True)
     csv_path, work = args.out / "curves.csv", args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
     done = {r["step"]: r["value"] for r in read_curves(csv_path)}
-    settings = argparse.Namespace(launcher=sys.executable, num_samples=args.num_samples, batch_size=250,
+    settings = argparse.Namespace(launcher=sys.executable, num_samples=args.num_samples, batch_size=100,
                                   sampler="heun", steps=args.steps, cfg_scale=1.0, seed=0, weights="ema",
                                   ref="fashion-test", metric="fd_fashion", feature_extractor="fashion",
                                   weights_file=None, device="cpu")  # fmt: skip
@@ -112,11 +114,11 @@ def main() -> None:
             append_row(csv_path, {"run": "demo", "step": step, "metric": "fd_fashion", "value": f"{done[step]:.6g}"})
         print(f"  step {step}: FD-fashion {done[step]:.4g}", flush=True)
 
-    print("[3/4] a class grid from the last checkpoint (Heun-50, cfg 1.5)", flush=True)
+    print("[3/4] a class grid from the last checkpoint (Heun-25, cfg 1.5)", flush=True)
     last = list_checkpoints(args.out / "run/checkpoints")[-1]
     grid_npz = args.out / f"grid-{last.stem}.npz"
     run(["sample_ddp.py", "--ckpt", str(last), "--num-samples", "100", "--per-proc-batch-size", "100",
-         "--sampler", "heun", "--steps", "50", "--cfg-scale", "1.5", "--seed", "1",
+         "--sampler", "heun", "--steps", "25", "--cfg-scale", "1.5", "--seed", "1",
          "--out", str(grid_npz)])  # fmt: skip
     class_grid(grid_npz, args.out / "samples.png")
     fd = sorted(done.items())
