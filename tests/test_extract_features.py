@@ -79,14 +79,20 @@ def test_rerun_skips_finished_shards(folder_and_vae, tmp_path):
     assert all(after[k] == before[k] for k in before)
 
 
-def test_latents_train(folder_and_vae, tmp_path):
+def test_latents_train_then_sample_decodes_with_the_recorded_vae(folder_and_vae, tmp_path):
     extract(folder_and_vae, tmp_path / "lat")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = ["--model", "DiT-T/4", "--data-path", str(tmp_path / "lat"), "--global-batch-size", "2", "--max-steps", "1",
             "--num-workers", "0", "--results-dir", str(tmp_path / "run")]  # fmt: skip
     res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert (tmp_path / "run/checkpoints/0000001.pt").exists()
+    ckpt = tmp_path / "run/checkpoints/0000001.pt"
+    assert torch.load(ckpt, weights_only=True)["data"]["decoder"] == str(folder_and_vae / "vae")
+    args = ["--ckpt", str(ckpt), "--num-samples", "3", "--steps", "2", "--out", str(tmp_path / "s.npz")]
+    res = subprocess.run([sys.executable, str(ROOT / "sample_ddp.py"), *args], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    images = np.load(tmp_path / "s.npz")["arr_0"]
+    assert images.shape == (3, 16, 16, 3) and images.dtype == np.uint8  # decoded: 4×8×8 latents -> 16×16 RGB
 
 
 def test_missing_folder_is_one_line_and_exit_2(folder_and_vae, tmp_path):
