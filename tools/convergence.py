@@ -55,7 +55,7 @@ def score_checkpoint(ckpt: Path, args, metric: str, work: Path) -> float:
     res = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"sampling {ckpt} failed: {res.stderr.strip().splitlines()[-1:]}")
-    result = evaluate(args.ref, out, metric_kind(args.metric), args.feature_extractor, args.weights_file,
+    result = evaluate(args.ref, out, metric_kind(metric), args.feature_extractor, args.weights_file,
                       device=args.device)  # fmt: skip
     out.unlink()
     shutil.rmtree(out.parent / f"{out.name}.shards")

@@ -1,0 +1,58 @@
+"""Sample quality against model evaluations: FD-fashion per sampler at 10, 20, 50 and 250 NFE, on the embedded default.
+
+    PYTHONPATH=. python bench/quality_per_nfe.py --ckpt results/demo/run/checkpoints/0002000.pt
+
+The steps per sampler are chosen to match the NFE budget: DDPM, DDIM and DPM-Solver++(2M) spend one evaluation
+per step, EDM Heun 2·steps − 1. Every run uses the same seeds and labels (sample i: seed + i, label i mod 10). It
+prints FD-fashion per (sampler, NFE) and the sampler that comes within 5% of DDPM-250's FD with the fewest NFE.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools.convergence import score_checkpoint  # noqa: E402
+
+SAMPLERS = ("ddpm", "ddim", "heun", "dpm++")
+
+
+def steps_for(sampler: str, nfe: int) -> int:
+    """The step count that spends ``nfe`` model evaluations (Heun: the largest with 2·steps − 1 ≤ nfe)."""
+    return (nfe + 1) // 2 if sampler == "heun" else nfe
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", type=Path, required=True)
+    p.add_argument("--nfe", default="10,20,50,250")
+    p.add_argument("--num-samples", type=int, default=1000)
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
+    p.add_argument("--out", type=Path, default=Path("results/quality_per_nfe"))
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    budgets = [int(n) for n in args.nfe.split(",")]
+    fd = {}
+    for sampler in SAMPLERS:
+        for nfe in budgets:
+            settings = argparse.Namespace(launcher=sys.executable, num_samples=args.num_samples, batch_size=250,
+                                          sampler=sampler, steps=steps_for(sampler, nfe), cfg_scale=1.0, seed=0,
+                                          weights=args.weights, ref="fashion-test", feature_extractor="fashion",
+                                          weights_file=None, device="cpu")  # fmt: skip
+            fd[sampler, nfe] = score_checkpoint(args.ckpt, settings, "fd_fashion", args.out)
+            print(f"{sampler:6s} NFE {nfe:4d} (steps {steps_for(sampler, nfe):3d}): FD-fashion {fd[sampler, nfe]:.4g}",
+                  flush=True)  # fmt: skip
+    print(f"\n{'NFE':>6s} " + " ".join(f"{s:>9s}" for s in SAMPLERS))
+    for nfe in budgets:
+        print(f"{nfe:6d} " + " ".join(f"{fd[s, nfe]:9.4g}" for s in SAMPLERS))
+    reference = fd.get(("ddpm", 250))
+    if reference is not None:
+        close = sorted((nfe, s) for (s, nfe), v in fd.items() if v <= 1.05 * reference)
+        nfe, sampler = close[0]
+        print(f"fewest NFE within 5% of DDPM-250 ({reference:.4g}): {sampler} at {nfe} NFE ({fd[sampler, nfe]:.4g})")
+
+
+if __name__ == "__main__":
+    main()
