@@ -125,17 +125,18 @@ def main() -> None:
     p.add_argument("--launcher", default=sys.executable, help='e.g. "torchrun --nproc_per_node=8"')
     p.add_argument("--threshold", type=float, help="default: the baseline's best value")
     p.add_argument("--title", default="")
+    p.add_argument("--plot-only", action="store_true", help="score nothing: plot OUT/curves.csv (runs may be gone)")
     args = p.parse_args()
     args.metric = metric_names(metric_kind("fid"), args.feature_extractor)[0]
-    for run in args.runs:
+    for run in [] if args.plot_only else args.runs:
         if not list_checkpoints(run / "checkpoints"):
             sys.exit(f"convergence.py: error: {run} has no checkpoints (RUN/checkpoints/NNNNNNN.pt)")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    csv_path, work = args.out / "curves.csv", args.out / "work"
+    csv_path, work = args.out / "curves.csv", args.out / f"work-{os.getpid()}"  # one per process: runs may share --out
     work.mkdir(exist_ok=True)
     done = {(r["run"], r["step"]) for r in read_curves(csv_path) if r["metric"] == args.metric}
-    for run in args.runs:
+    for run in [] if args.plot_only else args.runs:
         for ckpt in list_checkpoints(run / "checkpoints"):
             step = int(ckpt.stem)
             if (run.name, step) in done:
@@ -148,6 +149,10 @@ def main() -> None:
     names = [run.name for run in args.runs]
     rows = [r for r in read_curves(csv_path) if r["metric"] == args.metric and r["run"] in names]
     curves = {name: sorted((r["step"], r["value"]) for r in rows if r["run"] == name) for name in names}
+    curves = {name: points for name, points in curves.items() if points}
+    if names[0] not in curves:
+        sys.exit(f"convergence.py: error: no {args.metric} rows for the baseline {names[0]} in {csv_path}")
+    names = list(curves)
     plot(curves, args.metric, args.out / "curves.png", args.title)
     table = speedups(curves, names[0], args.threshold)
     lines = [f"threshold {args.metric} <= {table[0]['threshold']:.4g} (baseline {names[0]})",

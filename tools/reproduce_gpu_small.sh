@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The GPU version of `make reproduce-small` (results/gpu-small/), sized for a short loan of one card:
+#   bash tools/reproduce_gpu_small.sh OUT_DIR [FASHION_DIR]
+# The main pair only (x0: const against min_snr, γ = 5) with 3 seeds, ViT-S/4 on Fashion-MNIST (the CPU study's
+# recipe, configs/fashion_vit-t4_x0_min_snr.toml, with a bigger model and batch), all 6 runs side by side on the
+# one card until SCORE_S seconds before the end of BUDGET_S, checkpoints every CKPT_EVERY steps. Meanwhile one
+# process per run scores each new checkpoint's EMA weights by FD-fashion on NUM_SAMPLES samples (Heun-10) and
+# deletes it; a last pass of SCORE_S
+# seconds follows. The runs stop on the clock, so the step count is whatever the card reached; the logs say it.
+# First, evaluate_fid.py's CUDA path against its CPU path on a randomly initialised Inception (issue #5).
+set -uo pipefail
+out=${1:?usage: tools/reproduce_gpu_small.sh OUT_DIR [FASHION_DIR]}
+mkdir -p "$out"
+if [ -n "${2:-}" ]; then  # hand the IDX files to the torchvision fallback when the Debian package is absent
+  raw=~/.cache/minsnr-dit/FashionMNIST/raw && mkdir -p $raw && cp "$2"/*.gz $raw && gunzip -kf $raw/*.gz
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=2
+MODEL=${MODEL:-ViT-S/4} BATCH=${BATCH:-128} CKPT_EVERY=${CKPT_EVERY:-500} NUM_SAMPLES=${NUM_SAMPLES:-5000}
+SEEDS=${SEEDS:-0 1 2} EXTRA=${EXTRA:---precision bf16 --compile}
+BUDGET_S=${BUDGET_S:-540} SCORE_S=${SCORE_S:-75}  # the whole script's seconds; the last SCORE_S are for scoring
+work=${WORK:-/tmp/gpu-small}
+rm -rf $work && mkdir -p $work/runs
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
+  python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
+  git log -1 --format='commit %h %cd' 2>/dev/null; date -u; } | tee "$out/machine.txt"
+
+deadline=$((SECONDS + BUDGET_S))
+device=$(python3 -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
+timeout 80 python3 - "$work" "$device" <<'PY' 2>&1 | tee "$out/evaluate_fid_cuda.txt"
+# A random inception-v3-compat (as in tests/test_evaluate.py), then evaluate_fid.py on the device and on the CPU.
+import json, subprocess, sys
+from pathlib import Path
+import numpy as np, torch
+from torch import nn
+from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+work, device = Path(sys.argv[1]), sys.argv[2]
+torch.save({}, work / "empty.pth")
+FeatureExtractorInceptionV3.load_state_dict = lambda self, state: None
+net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=work / "empty.pth")
+torch.manual_seed(0)
+for m in net.modules():
+    if isinstance(m, nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+nn.init.normal_(net.fc.weight, std=0.1)
+torch.save(net.state_dict(), work / "inception.pth")
+rng = np.random.default_rng(0)
+np.savez(work / "ref.npz", arr_0=rng.integers(0, 256, (200, 64, 64, 3), dtype=np.uint8))
+np.savez(work / "sample.npz", arr_0=rng.integers(0, 200, (200, 64, 64, 3), dtype=np.uint8))
+res = {}
+for dev in dict.fromkeys([device, "cpu"]):
+    cmd = [sys.executable, "evaluate_fid.py", str(work / "ref.npz"), str(work / "sample.npz"), "--device", dev,
+           "--weights", str(work / "inception.pth"), "--batch-size", "100", "--json", str(work / f"{dev}.json")]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    print(dev, "exit", r.returncode, r.stdout.strip().splitlines()[-1:], r.stderr.strip().splitlines()[-2:])
+    if r.returncode == 0:
+        res[dev] = json.loads((work / f"{dev}.json").read_text())["metrics"]
+if len(res) == 2:
+    for k in res["cpu"]:
+        a, b = res[device][k], res["cpu"][k]
+        print(f"{k:12s} {device} {a:.6g}  cpu {b:.6g}  rel diff {abs(a - b) / max(abs(b), 1e-12):.2e}")
+PY
+
+config=configs/fashion_vit-t4_x0_min_snr.toml
+score() {  # score $1's new checkpoints, then delete the scored ones (a ViT-S/4 checkpoint is 0.7 GB)
+  local run=$1 name=$(basename $1) left=$((deadline - SECONDS))
+  [ $left -gt 5 ] || return 0
+  timeout $((left < $2 ? left : $2)) python3 tools/convergence.py $run --out $work/score-$name \
+    --num-samples $NUM_SAMPLES --batch-size 1000 --steps 10 >> "$out/score-$name.txt" 2>&1
+  for c in $run/checkpoints/*.pt; do
+    [ -e "$c" ] && grep -q "^$name,$((10#$(basename $c .pt)))," $work/score-$name/curves.csv 2>/dev/null && rm -f "$c"
+  done
+}
+pids=()
+for seed in $SEEDS; do for w in const min_snr; do
+  name=x0-$w-s$seed
+  timeout $((deadline - SCORE_S - SECONDS)) python3 train.py --config $config --model $MODEL --weighting $w \
+    --seed $seed --global-batch-size $BATCH --max-steps 100000 --ckpt-every $CKPT_EVERY --keep-checkpoints 0 \
+    --log-every 500 \
+    --num-workers 1 --results-dir $work/runs/$name $EXTRA > "$out/train-$name.txt" 2>&1 &
+  pids+=($!)
+  (until [ -e $work/stop ]; do score $work/runs/$name 100; sleep 5; done; score $work/runs/$name $SCORE_S) &
+done; done
+wait "${pids[@]}"
+touch $work/stop
+for r in $work/runs/*; do
+  cp $r/log.txt "$out/log-$(basename $r).txt" 2>/dev/null
+  tail -1 $r/log.txt 2>/dev/null | sed "s/^/$(basename $r): /" | tee -a "$out/steps.txt"
+done
+wait
+mkdir -p $work/all && head -1 -q $work/score-*/curves.csv 2>/dev/null | head -1 > $work/all/curves.csv
+for f in $work/score-*/curves.csv; do tail -n +2 $f >> $work/all/curves.csv; done
+names=$(for seed in $SEEDS; do echo $work/runs/x0-const-s$seed $work/runs/x0-min_snr-s$seed; done)
+python3 tools/convergence.py $names --out $work/all --plot-only \
+  --title "Fashion-MNIST, $MODEL, GPU: FD-fashion of the EMA weights" 2>&1 | tee "$out/speedups-stdout.txt"
+cp $work/all/curves.csv $work/all/curves.png $work/all/speedups.txt "$out/" 2>/dev/null
+ls -la "$out"
