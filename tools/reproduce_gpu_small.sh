@@ -3,23 +3,25 @@
 #   bash tools/reproduce_gpu_small.sh OUT_DIR [FASHION_DIR]
 # The main pair only (x0: const against min_snr, γ = 5) with 3 seeds, ViT-S/4 on Fashion-MNIST (the CPU study's
 # recipe, configs/fashion_vit-t4_x0_min_snr.toml, with a bigger model and batch), all 6 runs side by side on the
-# one card until SCORE_S seconds before the end of BUDGET_S, checkpoints every CKPT_EVERY steps. Meanwhile one
+# one card, checkpointing every CKPT_EVERY steps, until SCORE_S seconds before the end of BUDGET_S. Meanwhile one
 # process per run scores each new checkpoint's EMA weights by FD-fashion on NUM_SAMPLES samples (Heun-10) and
-# deletes it; a last pass of SCORE_S
-# seconds follows. The runs stop on the clock, so the step count is whatever the card reached; the logs say it.
+# deletes it, until the end of BUDGET_S. The runs stop on the clock, so the step count is whatever the card
+# reached; the logs say it. A first try (results/gpu-small/README.md) scored nothing: each scoring pass was capped
+# at 100 s and every process used all cores; both are fixed here, but the fix has not run on a GPU yet.
 # First, evaluate_fid.py's CUDA path against its CPU path on a randomly initialised Inception (issue #5).
 set -uo pipefail
-out=${1:?usage: tools/reproduce_gpu_small.sh OUT_DIR [FASHION_DIR]}
-mkdir -p "$out"
+final=${1:?usage: tools/reproduce_gpu_small.sh OUT_DIR [FASHION_DIR]}
+mkdir -p "$final"
 if [ -n "${2:-}" ]; then  # hand the IDX files to the torchvision fallback when the Debian package is absent
   raw=~/.cache/minsnr-dit/FashionMNIST/raw && mkdir -p $raw && cp "$2"/*.gz $raw && gunzip -kf $raw/*.gz
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=2
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # 12 processes share the CPU cores; the default (all cores each) thrashes
 MODEL=${MODEL:-ViT-S/4} BATCH=${BATCH:-128} CKPT_EVERY=${CKPT_EVERY:-500} NUM_SAMPLES=${NUM_SAMPLES:-5000}
 SEEDS=${SEEDS:-0 1 2} EXTRA=${EXTRA:---precision bf16 --compile}
 BUDGET_S=${BUDGET_S:-540} SCORE_S=${SCORE_S:-75}  # the whole script's seconds; the last SCORE_S are for scoring
-work=${WORK:-/tmp/gpu-small}
-rm -rf $work && mkdir -p $work/runs
+work=${WORK:-/tmp/gpu-small} && out=${WORK:-/tmp/gpu-small}/report  # the device tool returns only a few files:
+rm -rf $work && mkdir -p $work/runs $out                                  # OUT_DIR gets the results and logs.tgz
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no GPU"
   python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)"
   git log -1 --format='commit %h %cd' 2>/dev/null; date -u; } | tee "$out/machine.txt"
@@ -61,10 +63,10 @@ if len(res) == 2:
 PY
 
 config=configs/fashion_vit-t4_x0_min_snr.toml
-score() {  # score $1's new checkpoints, then delete the scored ones (a ViT-S/4 checkpoint is 0.7 GB)
+score() {  # score $1's new checkpoints until the deadline, then delete the scored ones (ViT-S/4's are 0.7 GB)
   local run=$1 name=$(basename $1) left=$((deadline - SECONDS))
   [ $left -gt 5 ] || return 0
-  timeout $((left < $2 ? left : $2)) python3 tools/convergence.py $run --out $work/score-$name \
+  timeout $left python3 tools/convergence.py $run --out $work/score-$name \
     --num-samples $NUM_SAMPLES --batch-size 1000 --steps 10 >> "$out/score-$name.txt" 2>&1
   for c in $run/checkpoints/*.pt; do
     [ -e "$c" ] && grep -q "^$name,$((10#$(basename $c .pt)))," $work/score-$name/curves.csv 2>/dev/null && rm -f "$c"
@@ -78,7 +80,7 @@ for seed in $SEEDS; do for w in const min_snr; do
     --log-every 500 \
     --num-workers 1 --results-dir $work/runs/$name $EXTRA > "$out/train-$name.txt" 2>&1 &
   pids+=($!)
-  (until [ -e $work/stop ]; do score $work/runs/$name 100; sleep 5; done; score $work/runs/$name $SCORE_S) &
+  (until [ -e $work/stop ]; do score $work/runs/$name; sleep 5; done; score $work/runs/$name) &
 done; done
 wait "${pids[@]}"
 touch $work/stop
@@ -92,5 +94,5 @@ for f in $work/score-*/curves.csv; do tail -n +2 $f >> $work/all/curves.csv; don
 names=$(for seed in $SEEDS; do echo $work/runs/x0-const-s$seed $work/runs/x0-min_snr-s$seed; done)
 python3 tools/convergence.py $names --out $work/all --plot-only \
   --title "Fashion-MNIST, $MODEL, GPU: FD-fashion of the EMA weights" 2>&1 | tee "$out/speedups-stdout.txt"
-cp $work/all/curves.csv $work/all/curves.png $work/all/speedups.txt "$out/" 2>/dev/null
-ls -la "$out"
+cp $work/all/curves.csv $work/all/curves.png $work/all/speedups.txt "$out/steps.txt" "$final/" 2>/dev/null
+tar czf "$final/logs.tgz" -C "$out" . && ls -la "$final"
