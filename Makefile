@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup dataset test lint format demo reproduce-small clean
+.PHONY: setup dataset test lint format demo reproduce-small bench clean
 
 setup: $(VENV)/.installed dataset
 
@@ -39,6 +39,10 @@ demo: setup
 # The CPU convergence study (about 2 hours on 2 cores; re-running skips finished work): results/small/.
 reproduce-small: setup
 	PYTHONPATH=. $(BIN)/python tools/reproduce_small.py
+
+# The CPU benchmarks of bench/RESULTS.md (about 30 minutes; CKPT=… adds FD-fashion against NFE).
+bench: setup
+	bash bench/cpu.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -34,9 +34,7 @@ from sampling import (
     shard_path,
     write_shard,
 )
-from training import dist
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from training import dist, precision
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--num-samples", type=int, default=50_000)
     a("--per-proc-batch-size", type=int, default=32)
     a("--seed", type=int, default=0, help="sample i uses seed + i")
-    a("--precision", choices=DTYPES, default="fp32", help="autocast dtype of the model's forward")
+    a("--precision", choices=precision.DTYPES, default="fp32", help="fp32 | tf32 (CUDA) | bf16 | fp16 autocast")
     a("--vae", help="override the decoder the checkpoint records: a VAE id or directory, or 'none' for pixels")
     a("--out", type=Path, help="the .npz to write (default: RUN/samples/<step>-<sampler><steps>-cfg<s>-<N>.npz)")
     a("--png-dir", type=Path, help="also write every sample as PNG here")
@@ -101,7 +99,7 @@ def setup(args, ctx: dist.Context) -> dict:
     vae = load_vae(decoder, ctx.device) if decoder else None
 
     def net(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(ctx.device.type, DTYPES[args.precision], enabled=args.precision != "fp32"):
+        with precision.autocast(ctx.device, args.precision):
             return model(x, t, y).float()
 
     guided = classifier_free_guidance(net, args.cfg_scale, spec.null_class, args.cfg_channels,
@@ -171,8 +169,7 @@ def finish(args, shards: Path) -> None:
 def main() -> None:
     args = parse_args()
     ctx = dist.init()
-    if ctx.device.type == "cpu":
-        torch.set_flush_denormal(True)
+    precision.configure(ctx.device, args.precision)
     try:
         parts = setup(args, ctx)
     except (ValueError, FileNotFoundError) as err:

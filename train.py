@@ -24,13 +24,11 @@ from tqdm import tqdm
 from data import ResumableSampler, open_training_data
 from diffusion import create_diffusion
 from models import check_model_name, create_model, load_weights
-from training import dist
+from training import dist, precision
 from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
 from training.config import parse_args
 from training.ema import update_ema
 from training.logger import RunLogger
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def step_seed(seed: int, step: int, rank: int = -1) -> int:
@@ -127,7 +125,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
         for group in opt.param_groups:
             group["lr"] = lr
 
-        with torch.autocast(ctx.device.type, DTYPES[args.precision], enabled=args.precision != "fp32"):
+        with precision.autocast(ctx.device, args.precision):
             losses = diffusion.training_losses(net, x0, t, {"y": y}, noise)["loss"].float()
         loss = losses.mean()
         scaler.scale(loss).backward()
@@ -188,8 +186,7 @@ def main() -> None:
         print(f"train.py: error: {err}", file=sys.stderr)
         sys.exit(2)
     ctx = dist.init()
-    if ctx.device.type == "cpu":
-        torch.set_flush_denormal(True)  # zero-initialised layers fill early training with slow denormals
+    precision.configure(ctx.device, args.precision)
     try:
         parts = setup(args, ctx)
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tools.convergence import score_checkpoint  # noqa: E402
+from tools.convergence import Scoring, score_checkpoint  # noqa: E402
 
 SAMPLERS = ("ddpm", "ddim", "heun", "dpm++")
 
@@ -37,10 +37,8 @@ def main() -> None:
     fd = {}
     for sampler in SAMPLERS:
         for nfe in budgets:
-            settings = argparse.Namespace(launcher=sys.executable, num_samples=args.num_samples, batch_size=250,
-                                          sampler=sampler, steps=steps_for(sampler, nfe), cfg_scale=1.0, seed=0,
-                                          weights=args.weights, ref="fashion-test", feature_extractor="fashion",
-                                          weights_file=None, device="cpu")  # fmt: skip
+            settings = Scoring(num_samples=args.num_samples, sampler=sampler, steps=steps_for(sampler, nfe),
+                               weights=args.weights, device="cpu")  # fmt: skip
             fd[sampler, nfe] = score_checkpoint(args.ckpt, settings, "fd_fashion", args.out)
             print(f"{sampler:6s} NFE {nfe:4d} (steps {steps_for(sampler, nfe):3d}): FD-fashion {fd[sampler, nfe]:.4g}",
                   flush=True)  # fmt: skip

@@ -20,8 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffusion import classifier_free_guidance, create_diffusion  # noqa: E402
 from diffusion.samplers import get_sampler  # noqa: E402
 from models import ALL_MODELS, create_model  # noqa: E402
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from training import precision  # noqa: E402
 
 
 def main() -> None:
@@ -32,15 +31,14 @@ def main() -> None:
     p.add_argument("--channels", type=int, default=4)
     p.add_argument("--runs", default="ddpm:250,ddim:50,heun:50,dpm++:20", help="SAMPLER:STEPS,…")
     p.add_argument("--cfg-scale", type=float, default=1.5)
-    p.add_argument("--precision", choices=DTYPES, default="fp32")
+    p.add_argument("--precision", choices=precision.DTYPES, default="fp32")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", type=Path, help="append each result as one JSON line to this file")
     args = p.parse_args()
 
     device = torch.device(args.device)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
+    precision.configure(device, args.precision)
     torch.manual_seed(0)
     model = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000)
     model = model.to(device).eval().requires_grad_(False)
@@ -50,7 +48,7 @@ def main() -> None:
     def net(x, t, y):
         nonlocal nfe
         nfe += 1
-        with torch.autocast(device.type, DTYPES[args.precision], enabled=args.precision != "fp32"):
+        with precision.autocast(device, args.precision):
             return forward(x, t, y).float()
 
     diffusion = create_diffusion(learn_sigma=model.out_channels == 2 * args.channels)

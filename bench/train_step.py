@@ -5,8 +5,9 @@
 
 One step is what train.py does: the loss (x0, Min-SNR-5), backward, gradient clipping, AdamW (fused on CUDA) and
 the foreach EMA. Model FLOPs per step = 3 (forward + backward) × 2 × forward multiply-adds × batch; MFU is the
-achieved rate over a dense matmul in the same precision: 1024² operands on the CPU (the issue's yardstick), and on
-CUDA the model's own MLP shape (batch·tokens × hidden × 4·hidden) and 8192².
+achieved rate over a dense matmul in the same precision: on the CPU 1024² operands (the issue's yardstick),
+timed right after every step, since a shared CPU's rate drifts; on CUDA the model's own MLP shape
+(batch·tokens × hidden × 4·hidden) and 8192².
 """
 
 import argparse
@@ -24,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from diffusion import create_diffusion  # noqa: E402
 from models import ALL_MODELS, create_model  # noqa: E402
 from models.flops import forward_macs  # noqa: E402
+from training import precision  # noqa: E402
 from training.ema import update_ema  # noqa: E402
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def sync(device: torch.device) -> None:
@@ -62,7 +62,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--input-size", type=int, default=32, help="latent side (32 = ImageNet 256 through the SD VAE)")
     p.add_argument("--channels", type=int, default=4)
-    p.add_argument("--precision", choices=DTYPES, default="fp32")
+    p.add_argument("--precision", choices=precision.DTYPES, default="fp32")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
     p.add_argument("--grad-checkpoint", action="store_true")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
@@ -72,8 +72,7 @@ def main() -> None:
     args = p.parse_args()
 
     device = torch.device(args.device)
-    if device.type == "cpu":
-        torch.set_flush_denormal(True)
+    precision.configure(device, args.precision)
     torch.manual_seed(0)
     model = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000,
                          grad_checkpoint=args.grad_checkpoint).to(device)  # fmt: skip
@@ -92,7 +91,7 @@ def main() -> None:
 
     def step() -> None:
         t = diffusion.sample_timesteps(args.batch, device, gen)
-        with torch.autocast(device.type, DTYPES[args.precision], enabled=args.precision != "fp32"):
+        with precision.autocast(device, args.precision):
             loss = diffusion.training_losses(net, x0, t, {"y": y})["loss"].float().mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -102,21 +101,36 @@ def main() -> None:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = time_calls(step, device, args.warmup, args.steps)
+    dtype = precision.DTYPES[args.precision]
+    if device.type == "cpu":
+        # A shared CPU's matmul rate drifts by up to 30% from minute to minute, so the yardstick is measured right
+        # after every timed step (5 products of 1024² operands), and the MFU is the median of the per-step ratios.
+        rates = []
+
+        def step_and_yardstick() -> None:
+            tic = time.perf_counter()
+            step()
+            rates.append((time.perf_counter() - tic, matmul_flops_per_s(1024, 1024, 1024, dtype, device, 5)))
+
+        time_calls(step, device, args.warmup, 0)
+        time_calls(step_and_yardstick, device, 0, args.steps)
+        times = [dt for dt, _ in rates]
+        yardsticks = {"matmul_1024": statistics.median(r for _, r in rates)}
+        mfu = {"mfu_vs_matmul_1024": statistics.median(3 * 2 * macs * args.batch / dt / r for dt, r in rates)}
+    else:
+        times = time_calls(step, device, args.warmup, args.steps)
+        tokens = args.batch * (args.input_size // model.patch_size) ** 2
+        hidden = model.pos_embed.shape[-1]
+        yardsticks = {
+            "matmul_mlp": matmul_flops_per_s(tokens, hidden, 4 * hidden, dtype, device, 50),
+            "matmul_8192": matmul_flops_per_s(8192, 8192, 8192, dtype, device, 20),
+        }
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss * 1024  # fmt: skip
     median = statistics.median(times)
     model_flops = 3 * 2 * macs * args.batch / median
-    dtype = DTYPES[args.precision]
-    if device.type == "cpu":  # the device field reads cpu-<threads>
-        yardsticks = {"matmul_1024": matmul_flops_per_s(1024, 1024, 1024, dtype, device, 10)}
-    else:
-        tokens = args.batch * (args.input_size // model.patch_size) ** 2
-        hidden = model.pos_embed.shape[-1]
-        yardsticks = {
-            "matmul_mlp": matmul_flops_per_s(tokens, hidden, 4 * hidden, dtype, device, 50),  # fmt: skip
-            "matmul_8192": matmul_flops_per_s(8192, 8192, 8192, dtype, device, 20),
-        }
+    if device.type == "cuda":
+        mfu = {f"mfu_vs_{k}": model_flops / v for k, v in yardsticks.items()}
     result = {
         "model": args.model, "batch": args.batch, "input": [args.channels, args.input_size, args.input_size],
         "precision": args.precision, "compile": args.compile, "grad_checkpoint": args.grad_checkpoint,
@@ -126,7 +140,7 @@ def main() -> None:
         "steps_timed": args.steps, "peak_memory_gib": peak / 2**30, "forward_gmacs_per_image": macs / 1e9,
         "model_tflops": model_flops / 1e12,
         **{f"{k}_tflops": v / 1e12 for k, v in yardsticks.items()},
-        **{f"mfu_vs_{k}": model_flops / v for k, v in yardsticks.items()},
+        **mfu,
     }  # fmt: skip
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     if args.json:

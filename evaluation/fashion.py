@@ -7,13 +7,13 @@ in this network's 128-d feature space as ``fd_fashion``, never as FID. The weigh
 
 import hashlib
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from training.atomic import atomic_write
 
 WEIGHTS = Path(__file__).with_name("fashion_classifier.pt")
 REFERENCE = "fashion-test"  # evaluate_fid.py's name for the 10K test images, padded to 32×32 as in training
@@ -82,10 +82,8 @@ def reference_npz(cache: Path | None = None) -> Path:
         padded = np.zeros((len(images), 32, 32, 1), dtype=np.uint8)
         padded[:, 2:30, 2:30, 0] = images
         cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as tmp, tmp.open("wb") as f:
             np.savez(f, arr_0=padded, arr_1=labels)
-        os.replace(tmp, path)
     return path
 
 

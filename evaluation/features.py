@@ -11,9 +11,7 @@ Adding one is a module class plus an ``EXTRACTORS`` entry naming its weights loo
 """
 
 import io
-import os
 import shutil
-import tempfile
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +19,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from training.atomic import atomic_write
 
 from . import fashion
 
@@ -45,13 +45,8 @@ def read_state_dict_bytes(path: Path) -> bytes:
 def download(url: str, dst: Path, timeout: float = 30) -> None:
     """Fetch url into dst through a temporary file beside it, so an interrupted download leaves nothing at dst."""
     dst.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
-            shutil.copyfileobj(response, f)
-        os.replace(tmp, dst)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_write(dst) as tmp, tmp.open("wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
+        shutil.copyfileobj(response, f)
 
 
 def find_inception_weights(weights: str | None) -> Path:
@@ -123,6 +118,31 @@ class InceptionV3(nn.Module):
         spatial = self._spatial.permute(0, 2, 3, 1).flatten(1).float()  # HWC order, as TF's NHWC reshape
         self._spatial = None
         return {"pool": pool, "spatial": spatial, "logits": logits}
+
+
+def save_random_inception(path: Path, seed: int = 0) -> Path:
+    """Save a randomly initialised ``inception-v3-compat`` state dict to ``path``: the stand-in for tests and
+    benchmarks where the real weights cannot be downloaded. He-initialised convolutions keep the activations'
+    scale through the 94 layers; the logits layer is drawn with std 0.1. Same architecture, same cost, no meaning."""
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    empty = path.with_name(f".{path.name}.empty")
+    torch.save({}, empty)
+    load = FeatureExtractorInceptionV3.load_state_dict
+    FeatureExtractorInceptionV3.load_state_dict = lambda self, state: None  # its constructor insists on weights
+    try:
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=empty)
+    finally:
+        FeatureExtractorInceptionV3.load_state_dict = load
+        empty.unlink()
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_in = m.weight[0].numel()
+            m.weight.data = torch.randn(m.weight.shape, generator=g) * (2 / fan_in) ** 0.5
+    net.fc.weight.data = torch.randn(net.fc.weight.shape, generator=g) * 0.1
+    torch.save(net.state_dict(), path)
+    return path
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ Arrays are read with ``allow_pickle=False``: nothing that needs pickled code is 
 """
 
 import glob
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from training.atomic import atomic_write
 
 from . import fashion
 from .images import FolderImages, NpzImages
@@ -106,10 +106,5 @@ def save_statistics(path: str | Path, extractor: str, stats: dict[str, Gaussian]
         arrays[STAT_KEYS[kind][0]], arrays[STAT_KEYS[kind][1]] = g.mu, g.sigma
     if features is not None:
         arrays["features"] = features
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_write(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, **arrays)

@@ -76,8 +76,9 @@ def describe_checkpoint(state_dict: dict) -> str:
         c = checkpoint_config(sd)
     except ValueError:
         return "not a DiT or ViT checkpoint (no x_embedder.proj.weight)"
+    extras = "".join(f", {name}" for name in ("learn_sigma", "qk_norm") if c[name])
     return (f"a {c['family']}-{c['size']}/{c['patch']} checkpoint (input {c['input_size']}, {c['in_channels']} "
-            f"channels, {c['num_classes'] if c['num_classes'] is not None else '?'} classes)")  # fmt: skip
+            f"channels, {c['num_classes'] if c['num_classes'] is not None else '?'} classes{extras})")  # fmt: skip
 
 
 def load_weights(model: nn.Module, state_dict: dict, model_name: str) -> None:

@@ -5,13 +5,13 @@ not depend on how many processes share the work. Batches are written as shards `
 of their first sample), atomically; rank 0 streams the shards into one ``.npz`` that never sits in memory.
 """
 
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from training.atomic import atomic_write
 
 
 def class_labels(start: int, stop: int, num_classes: int) -> torch.Tensor:
@@ -37,23 +37,14 @@ def quantize(x: torch.Tensor) -> np.ndarray:
     return (127.5 * x.float() + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
-def _atomic_file(path: Path):
-    """A temporary file beside ``path`` (``.NAME.XXXX.tmp``) and the function that moves it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp), lambda: os.replace(tmp, path)
-
-
 def shard_path(directory: Path, start: int) -> Path:
     return directory / f"{start:07d}.npz"
 
 
 def write_shard(directory: Path, start: int, images: np.ndarray, labels: np.ndarray) -> None:
     """Write one batch (uint8 NHWC images and int64 labels) as ``arr_0``/``arr_1``, atomically."""
-    tmp, commit = _atomic_file(shard_path(directory, start))
-    with tmp.open("wb") as f:
+    with atomic_write(shard_path(directory, start)) as tmp, tmp.open("wb") as f:
         np.savez(f, arr_0=images, arr_1=labels.astype(np.int64))
-    commit()
 
 
 def read_shard(path: Path, key: str) -> np.ndarray:
@@ -79,13 +70,11 @@ def assemble_npz(shards: list[Path], out: Path) -> int:
         raise ValueError(f"shards disagree on the image shape: {sorted({s[1:] for s in shapes})}")
     labels = np.concatenate([read_shard(p, "arr_1") for p in shards])
     images_shape = (len(labels), *shapes[0][1:])
-    tmp, commit = _atomic_file(out)
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+    with atomic_write(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
         with z.open("arr_0.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": images_shape})
             for path in shards:
                 f.write(np.ascontiguousarray(read_shard(path, "arr_0")).tobytes())
         with z.open("arr_1.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, labels.astype(np.int64), allow_pickle=False)
-    commit()
     return len(labels)

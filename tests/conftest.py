@@ -1,8 +1,12 @@
-"""Shared test helpers: exact (Bayes-optimal) denoisers for Gaussian data, used as models."""
+"""Shared test helpers: exact (Bayes-optimal) denoisers for Gaussian data, used as models; tiny latent shards."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from data.latents import shard_name, write_manifest, write_shard
 
 torch.set_flush_denormal(True)
 
@@ -48,3 +52,19 @@ class GaussianOracle:
 @pytest.fixture
 def oracle():
     return GaussianOracle
+
+
+@pytest.fixture(scope="module")
+def latents(tmp_path_factory) -> Path:
+    """24 random 'images' as moments [2 flips, (mean, std), 4, 8, 8] in two shards, 3 classes."""
+    d = tmp_path_factory.mktemp("latents")
+    rng = np.random.default_rng(0)
+    shards = []
+    for k, n in enumerate((16, 8)):
+        m = rng.normal(size=(n, 2, 2, 4, 8, 8))
+        m[:, :, 1] = np.abs(m[:, :, 1]) * 0.1
+        write_shard(d / shard_name(k), m)
+        shards.append({"file": shard_name(k), "labels": rng.integers(0, 3, n).tolist()})
+    write_manifest(d, shards, classes=["a", "b", "c"], vae="test", scale_factor=0.5, image_size=64,
+                   latent_shape=[4, 8, 8])  # fmt: skip
+    return d

@@ -113,7 +113,10 @@ def test_loading_the_wrong_checkpoint_names_keys_and_the_likely_cause():
         load_weights(vit, dit_sd, "ViT-T/4")
     msg = str(err.value)
     assert msg.startswith("checkpoint does not fit ViT-T/4: missing ['t_embedder.weight', 'y_embedder.weight'")
-    assert "This looks like a DiT-T/2 checkpoint (input 32, 4 channels, 10 classes), but --model is ViT-T/4" in msg
+    assert (
+        "This looks like a DiT-T/2 checkpoint (input 32, 4 channels, 10 classes, learn_sigma), but --model is ViT-T/4"
+        in msg
+    )
     assert "\n" not in msg
 
     official = random_official_vit_state_dict(depth=6, dim=128, patch=4, in_ch=4, out_ch=4, grid=4, rows=11)
@@ -123,3 +126,14 @@ def test_loading_the_wrong_checkpoint_names_keys_and_the_likely_cause():
     bigger = create_model("ViT-T/4", input_size=32, in_channels=4, num_classes=10).state_dict()
     with pytest.raises(ValueError, match=r"shape \(ckpt vs model\) \['pos_embed \(1, 66, 128\) vs \(1, 18, 128\)'\]"):
         load_weights(vit, bigger, "ViT-T/4")
+
+
+def test_a_learn_sigma_mismatch_is_named_in_the_message():
+    plain = create_model("DiT-T/4", input_size=8, in_channels=4, num_classes=3, learn_sigma=False)
+    learned = create_model("DiT-T/4", input_size=8, in_channels=4, num_classes=3).state_dict()
+    with pytest.raises(ValueError) as err:
+        load_weights(plain, learned, "DiT-T/4")
+    assert (
+        "a DiT-T/4 checkpoint (input 8, 4 channels, 3 classes, learn_sigma), but --model is DiT-T/4 (a DiT-T/4 "
+        "checkpoint (input 8, 4 channels, 3 classes))" in str(err.value)
+    )

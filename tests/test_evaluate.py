@@ -24,7 +24,7 @@ from torch_fidelity.interpolate_compat_tensorflow import interpolate_bilinear_2d
 
 from evaluate_fid import main
 from evaluation import EXTRACTORS, Extractor, Gaussian, InceptionScore, RunningGaussian, evaluate, frechet_distance
-from evaluation.features import InceptionV3, find_inception_weights
+from evaluation.features import InceptionV3, find_inception_weights, save_random_inception
 from evaluation.metrics import kth_neighbour_radii, precision_recall, trace_sqrt_product
 from evaluation.sources import open_source, save_statistics
 
@@ -285,22 +285,8 @@ def test_stored_reference_statistics_are_used_for_the_frechet_distance(toy):
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> Path:
-    """A randomly initialised inception-v3-compat state dict. torch-fidelity's constructor insists on loading weights,
-    so it is built with load_state_dict patched out; He-initialised convolutions keep the activations' scale."""
-    d = tmp_path_factory.mktemp("inception")
-    torch.save({}, d / "empty.pth")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None)
-        net = FeatureExtractorInceptionV3(
-            "inception-v3-compat", ["2048"], feature_extractor_weights_path=d / "empty.pth"
-        )
-    torch.manual_seed(0)
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    nn.init.normal_(net.fc.weight, std=0.1)
-    torch.save(net.state_dict(), d / "weights.pth")
-    return d / "weights.pth"
+    """A randomly initialised inception-v3-compat state dict (the real weights cannot be downloaded here)."""
+    return save_random_inception(tmp_path_factory.mktemp("inception") / "weights.pth")
 
 
 @pytest.fixture(scope="module")

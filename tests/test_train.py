@@ -22,22 +22,6 @@ TINY = ["--model", "DiT-T/4", "--global-batch-size", "4", "--num-workers", "0", 
         "--ckpt-every", "2", "--keep-checkpoints", "0", "--lr", "1e-3", "--ema-decay", "0.9"]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def latents(tmp_path_factory) -> Path:
-    """24 random 'images' as moments [2 flips, (mean, std), 4, 8, 8] in two shards, 3 classes."""
-    d = tmp_path_factory.mktemp("latents")
-    rng = np.random.default_rng(0)
-    shards = []
-    for k, n in enumerate((16, 8)):
-        m = rng.normal(size=(n, 2, 2, 4, 8, 8))
-        m[:, :, 1] = np.abs(m[:, :, 1]) * 0.1
-        write_shard(d / shard_name(k), m)
-        shards.append({"file": shard_name(k), "labels": rng.integers(0, 3, n).tolist()})
-    write_manifest(d, shards, classes=["a", "b", "c"], vae="test", scale_factor=0.5, image_size=64,
-                   latent_shape=[4, 8, 8])  # fmt: skip
-    return d
-
-
 def run(args, nproc=1, expect=0):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     if nproc == 1:

@@ -18,6 +18,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +46,27 @@ def append_row(path: Path, row: dict) -> None:
         writer.writerow(row)
 
 
-def score_checkpoint(ckpt: Path, args, metric: str, work: Path) -> float:
-    """Sample with sample_ddp.py (through --launcher), then score against --ref; the samples are deleted after."""
+@dataclass(frozen=True)
+class Scoring:
+    """How one checkpoint is scored: sample_ddp.py's settings, then evaluation.evaluate against ``ref``."""
+
+    num_samples: int = 1000
+    batch_size: int = 250  # sample_ddp.py --per-proc-batch-size
+    sampler: str = "heun"
+    steps: int = 20
+    cfg_scale: float = 1.0  # 1 = unguided, which shows the model itself
+    seed: int = 0
+    weights: str = "ema"  # the checkpoint's ema or raw weights
+    ref: str = "fashion-test"  # evaluate_fid.py's REF
+    feature_extractor: str = "fashion"
+    weights_file: str | None = None  # the extractor's weights (evaluate_fid.py --weights)
+    device: str | None = None
+    launcher: str = sys.executable  # e.g. "torchrun --nproc_per_node=8"
+
+
+def score_checkpoint(ckpt: Path, args: Scoring, metric: str, work: Path) -> float:
+    """Sample with sample_ddp.py (through ``args.launcher``), then score against ``args.ref``; the samples are
+    deleted after."""
     out = work / f"{ckpt.parent.parent.name}-{ckpt.stem}.npz"
     cmd = [*shlex.split(args.launcher), str(ROOT / "sample_ddp.py"), "--ckpt", str(ckpt), "--out", str(out),
            "--num-samples", str(args.num_samples), "--per-proc-batch-size", str(args.batch_size),
@@ -111,18 +131,19 @@ def main() -> None:
         "runs", nargs="+", type=Path, help="run directories (RUN/checkpoints/*.pt); the first is the baseline"
     )
     p.add_argument("--out", type=Path, default=Path("results/convergence"), help="where curves.csv and curves.png go")
-    p.add_argument("--ref", default="fashion-test", help="evaluate_fid.py's REF")
-    p.add_argument("--feature-extractor", default="fashion")
+    d = Scoring()
+    p.add_argument("--ref", default=d.ref, help="evaluate_fid.py's REF")
+    p.add_argument("--feature-extractor", default=d.feature_extractor)
     p.add_argument("--weights-file", help="the extractor's weights (evaluate_fid.py --weights)")
-    p.add_argument("--num-samples", type=int, default=1000)
-    p.add_argument("--batch-size", type=int, default=250, help="sample_ddp.py --per-proc-batch-size")
-    p.add_argument("--sampler", default="heun")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--cfg-scale", type=float, default=1.0, help="1 = unguided, which shows the model itself")
-    p.add_argument("--weights", choices=("ema", "raw"), default="ema")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--launcher", default=sys.executable, help='e.g. "torchrun --nproc_per_node=8"')
+    p.add_argument("--num-samples", type=int, default=d.num_samples)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="sample_ddp.py --per-proc-batch-size")
+    p.add_argument("--sampler", default=d.sampler)
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--cfg-scale", type=float, default=d.cfg_scale, help="1 = unguided, which shows the model itself")
+    p.add_argument("--weights", choices=("ema", "raw"), default=d.weights)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--launcher", default=d.launcher, help='e.g. "torchrun --nproc_per_node=8"')
     p.add_argument("--threshold", type=float, help="default: the baseline's best value")
     p.add_argument("--title", default="")
     p.add_argument("--plot-only", action="store_true", help="score nothing: plot OUT/curves.csv (runs may be gone)")
@@ -135,13 +156,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     csv_path, work = args.out / "curves.csv", args.out / f"work-{os.getpid()}"  # one per process: runs may share --out
     work.mkdir(exist_ok=True)
+    scoring = Scoring(**{f.name: getattr(args, f.name) for f in fields(Scoring)})
     done = {(r["run"], r["step"]) for r in read_curves(csv_path) if r["metric"] == args.metric}
     for run in [] if args.plot_only else args.runs:
         for ckpt in list_checkpoints(run / "checkpoints"):
             step = int(ckpt.stem)
             if (run.name, step) in done:
                 continue
-            value = score_checkpoint(ckpt, args, args.metric, work)
+            value = score_checkpoint(ckpt, scoring, args.metric, work)
             append_row(csv_path, {"run": run.name, "step": step, "metric": args.metric, "value": f"{value:.6g}"})
             print(f"{run.name} step {step}: {args.metric} {value:.4g}", flush=True)
     shutil.rmtree(work, ignore_errors=True)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.fashion_mnist import CLASSES  # noqa: E402
-from tools.convergence import append_row, read_curves, score_checkpoint  # noqa: E402
+from tools.convergence import Scoring, append_row, read_curves, score_checkpoint  # noqa: E402
 from training.checkpoint import list_checkpoints  # noqa: E402
 
 
@@ -103,10 +103,7 @@ def main() -> None:
     csv_path, work = args.out / "curves.csv", args.out / "work"
     work.mkdir(parents=True, exist_ok=True)
     done = {r["step"]: r["value"] for r in read_curves(csv_path)}
-    settings = argparse.Namespace(launcher=sys.executable, num_samples=args.num_samples, batch_size=100,
-                                  sampler="heun", steps=args.steps, cfg_scale=1.0, seed=0, weights="ema",
-                                  ref="fashion-test", metric="fd_fashion", feature_extractor="fashion",
-                                  weights_file=None, device="cpu")  # fmt: skip
+    settings = Scoring(num_samples=args.num_samples, batch_size=100, sampler="heun", steps=args.steps, device="cpu")
     for ckpt in list_checkpoints(args.out / "run/checkpoints"):
         step = int(ckpt.stem)
         if step not in done:

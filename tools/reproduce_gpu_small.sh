@@ -32,19 +32,10 @@ timeout 80 python3 - "$work" "$device" <<'PY' 2>&1 | tee "$out/evaluate_fid_cuda
 # A random inception-v3-compat (as in tests/test_evaluate.py), then evaluate_fid.py on the device and on the CPU.
 import json, subprocess, sys
 from pathlib import Path
-import numpy as np, torch
-from torch import nn
-from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+import numpy as np
+from evaluation.features import save_random_inception
 work, device = Path(sys.argv[1]), sys.argv[2]
-torch.save({}, work / "empty.pth")
-FeatureExtractorInceptionV3.load_state_dict = lambda self, state: None
-net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], feature_extractor_weights_path=work / "empty.pth")
-torch.manual_seed(0)
-for m in net.modules():
-    if isinstance(m, nn.Conv2d):
-        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-nn.init.normal_(net.fc.weight, std=0.1)
-torch.save(net.state_dict(), work / "inception.pth")
+save_random_inception(work / "inception.pth")
 rng = np.random.default_rng(0)
 np.savez(work / "ref.npz", arr_0=rng.integers(0, 256, (200, 64, 64, 3), dtype=np.uint8))
 np.savez(work / "sample.npz", arr_0=rng.integers(0, 200, (200, 64, 64, 3), dtype=np.uint8))

@@ -4,31 +4,21 @@ Our checkpoints hold only tensors, numbers, strings and plain containers, so ``t
 reads them; a file that would need arbitrary code is refused with a clear message.
 """
 
-import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 
 import torch
+
+from training.atomic import atomic_write
 
 _NAME = re.compile(r"^(\d{7})\.pt$")
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path``: a crash at any moment
-    leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through ``atomic_write``: a crash at any moment leaves the old checkpoint or the new one."""
+    with atomic_write(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:

@@ -4,6 +4,8 @@ import argparse
 import tomllib
 from pathlib import Path
 
+from training.precision import DTYPES
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -33,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     a("--max-steps", type=int, default=2000, help="train until this step")
     a("--ema-decay", type=float, default=0.9999, help="EMA decay, updated every step")
     a("--class-dropout", type=float, default=0.1, help="probability of training on the null label (for CFG)")
-    a("--precision", default="fp32", choices=["fp32", "bf16", "fp16"], help="autocast dtype; weights stay fp32")
+    a(
+        "--precision",
+        default="fp32",
+        choices=DTYPES,
+        help="fp32 | tf32 (CUDA matmuls) | bf16 | fp16 autocast; weights stay fp32",
+    )
     a("--compile", action="store_true", help="torch.compile the model")
     a("--grad-checkpoint", action="store_true", help="recompute each block in backward (less memory)")
     a("--qk-norm", action="store_true", help="LayerNorm on q and k (stabilises bf16 attention)")

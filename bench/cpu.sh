@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make bench`: regenerate the CPU figures of bench/RESULTS.md (about 30 minutes on 2 cores; run it on a quiet
+# machine). Each script appends one JSON line per result to bench/cpu-<name>.jsonl and prints a summary.
+#   CKPT=RUN/checkpoints/NNNNNNN.pt bash bench/cpu.sh   # also FD-fashion against NFE for that checkpoint
+set -euo pipefail
+export PYTHONPATH=$PWD
+py=${PYTHON:-.venv/bin/python}
+for c in "" --compile; do
+  $py bench/train_step.py --model DiT-S/2 --batch 16 --steps 10 --warmup 3 $c --json bench/cpu-train_step.jsonl
+done
+$py bench/sample.py --model DiT-S/2 --batch 8 --runs ddim:10,heun:10,dpm++:10 --json bench/cpu-sample.jsonl
+demand=$($py -c "import json; print(max(json.loads(l)['images_per_s'] for l in open('bench/cpu-train_step.jsonl')))")
+$py bench/data.py --batch 16 --workers 2 --demand "$demand"
+$py bench/evaluate.py --batch 10 --batches 3 --json bench/cpu-evaluate.jsonl
+$py bench/evaluate.py --extractor fashion --image-size 32 --channels 1 --batch 500 --json bench/cpu-evaluate.jsonl
+if [ -n "${CKPT:-}" ]; then $py bench/quality_per_nfe.py --ckpt "$CKPT" --num-samples 300 --out bench/quality_per_nfe; fi
