@@ -105,15 +105,13 @@ def main() -> None:
     if device.type == "cpu":
         # A shared CPU's matmul rate drifts by up to 30% from minute to minute, so the yardstick is measured right
         # after every timed step (5 products of 1024² operands), and the MFU is the median of the per-step ratios.
+        for _ in range(args.warmup):
+            step()
         rates = []
-
-        def step_and_yardstick() -> None:
+        for _ in range(args.steps):
             tic = time.perf_counter()
             step()
             rates.append((time.perf_counter() - tic, matmul_flops_per_s(1024, 1024, 1024, dtype, device, 5)))
-
-        time_calls(step, device, args.warmup, 0)
-        time_calls(step_and_yardstick, device, 0, args.steps)
         times = [dt for dt, _ in rates]
         yardsticks = {"matmul_1024": statistics.median(r for _, r in rates)}
         mfu = {"mfu_vs_matmul_1024": statistics.median(3 * 2 * macs * args.batch / dt / r for dt, r in rates)}

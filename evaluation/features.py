@@ -138,9 +138,8 @@ def save_random_inception(path: Path, seed: int = 0) -> Path:
     g = torch.Generator().manual_seed(seed)
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
-            fan_in = m.weight[0].numel()
-            m.weight.data = torch.randn(m.weight.shape, generator=g) * (2 / fan_in) ** 0.5
-    net.fc.weight.data = torch.randn(net.fc.weight.shape, generator=g) * 0.1
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu", generator=g)
+    nn.init.normal_(net.fc.weight, std=0.1, generator=g)
     torch.save(net.state_dict(), path)
     return path
 

@@ -149,7 +149,8 @@ def main() -> None:
     p.add_argument("--plot-only", action="store_true", help="score nothing: plot OUT/curves.csv (runs may be gone)")
     args = p.parse_args()
     args.metric = metric_names(metric_kind("fid"), args.feature_extractor)[0]
-    for run in [] if args.plot_only else args.runs:
+    to_score = [] if args.plot_only else args.runs
+    for run in to_score:
         if not list_checkpoints(run / "checkpoints"):
             sys.exit(f"convergence.py: error: {run} has no checkpoints (RUN/checkpoints/NNNNNNN.pt)")
 
@@ -158,7 +159,7 @@ def main() -> None:
     work.mkdir(exist_ok=True)
     scoring = Scoring(**{f.name: getattr(args, f.name) for f in fields(Scoring)})
     done = {(r["run"], r["step"]) for r in read_curves(csv_path) if r["metric"] == args.metric}
-    for run in [] if args.plot_only else args.runs:
+    for run in to_score:
         for ckpt in list_checkpoints(run / "checkpoints"):
             step = int(ckpt.stem)
             if (run.name, step) in done:
