@@ -12,6 +12,7 @@ timed right after every step, since a shared CPU's rate drifts; on CUDA the mode
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -67,12 +68,15 @@ def main() -> None:
     p.add_argument("--grad-checkpoint", action="store_true")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
+    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                   help="CPU: keep freed memory in the process (training/malloc.py, as train.py does) or glibc's "
+                   "default thresholds (the before of that change)")  # fmt: skip
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", type=Path, help="append the result as one JSON line to this file")
     args = p.parse_args()
 
     device = torch.device(args.device)
-    precision.configure(device, args.precision)
+    precision.configure(device, args.precision, keep_memory=args.malloc == "keep")
     torch.manual_seed(0)
     model = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000,
                          grad_checkpoint=args.grad_checkpoint).to(device)  # fmt: skip
@@ -126,19 +130,21 @@ def main() -> None:
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(
         resource.RUSAGE_SELF).ru_maxrss * 1024  # fmt: skip
     median = statistics.median(times)
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # system time is mostly page faults on fresh memory
     model_flops = 3 * 2 * macs * args.batch / median
     if device.type == "cuda":
         mfu = {f"mfu_vs_{k}": model_flops / v for k, v in yardsticks.items()}
     result = {
         "model": args.model, "batch": args.batch, "input": [args.channels, args.input_size, args.input_size],
         "precision": args.precision, "compile": args.compile, "grad_checkpoint": args.grad_checkpoint,
+        "malloc": args.malloc, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{torch.get_num_threads()}",
         "torch": torch.__version__, "images_per_s": args.batch / median, "step_ms_median": 1e3 * median,
         "step_ms_iqr": 1e3 * (statistics.quantiles(times, n=4)[2] - statistics.quantiles(times, n=4)[0]),
         "steps_timed": args.steps, "peak_memory_gib": peak / 2**30, "forward_gmacs_per_image": macs / 1e9,
         "model_tflops": model_flops / 1e12,
         **{f"{k}_tflops": v / 1e12 for k, v in yardsticks.items()},
-        **mfu,
+        **mfu, "system_time_share": usage.ru_stime / (usage.ru_utime + usage.ru_stime),
     }  # fmt: skip
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     if args.json:

@@ -9,13 +9,19 @@ import contextlib
 
 import torch
 
+from .malloc import keep_freed_memory
+
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def configure(device: torch.device, precision: str) -> None:
-    """Process-wide math settings for ``precision`` on ``device``; call once before building the model."""
+def configure(device: torch.device, precision: str, keep_memory: bool = True) -> None:
+    """Process-wide math settings for ``precision`` on ``device``; call once before building the model. On the CPU
+    ``keep_memory`` also keeps freed memory in the process (``training.malloc``), a speed setting that leaves the
+    results unchanged."""
     if device.type == "cpu":
         torch.set_flush_denormal(True)  # zero-initialised layers fill early training with slow denormals
+        if keep_memory:
+            keep_freed_memory()
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
 
