@@ -4,7 +4,8 @@
 # 1. train a DiT-S/2 briefly on Fashion-MNIST so that samples are not flat (raw weights: after 300 steps an EMA
 #    at decay 0.9999 still holds 97% of the initial, all-zero-output weights);
 # 2. sample_ddp.py on CUDA: fp32 at two batch sizes and bf16, counting the uint8 values that differ;
-# 3. bench/sample.py: images/s per sampler for DiT-XL/2 at batch 64, bf16, cfg 1.5.
+# 3. bench/sample.py: images/s per sampler for DiT-XL/2 at batch 64, bf16, cfg 1.5;
+# 4. whether CUDA graphs pay: DiT-S/2 and DiT-XL/2, DDIM-50, compile against compile + CUDA graphs.
 set -uo pipefail
 out=${1:?usage: bench/gpu_sample.sh OUT_DIR [FASHION_DIR]}
 mkdir -p "$out"
@@ -34,3 +35,7 @@ PY
 cp /tmp/s-fp32-250.png "$out/grid.png"
 [ -n "${SKIP_BENCH:-}" ] || timeout 150 python3 bench/sample.py --model DiT-XL/2 --batch 64 --precision bf16 \
   --runs ddpm:250,ddim:50,heun:50,dpm++:20 --json "$out/sample.jsonl" 2>&1 | tail -4
+for m in "DiT-S/2 16" "DiT-XL/2 64"; do set -- $m; for g in "" --cuda-graphs; do
+  [ -n "${SKIP_BENCH:-}" ] || timeout 150 python3 bench/sample.py --model $1 --batch $2 --precision bf16 --compile $g \
+    --runs ddim:50 --json "$out/sample.jsonl" 2>&1 | tail -1
+done; done

@@ -5,6 +5,9 @@
 
 Weights are random (speed does not depend on them); guidance at --cfg-scale doubles the batch of every model call,
 as in real sampling. Each run is timed once after one untimed warm-up batch of the same sampler at 2 steps.
+``--cuda-graphs`` compiles with mode "reduce-overhead", which records each fixed-shape model call once and replays
+it as a CUDA graph; compare it with ``--compile`` alone to see whether graphs pay (they pay when the GPU waits on
+Python: small models, small batches).
 """
 
 import argparse
@@ -33,23 +36,32 @@ def main() -> None:
     p.add_argument("--cfg-scale", type=float, default=1.5)
     p.add_argument("--precision", choices=precision.DTYPES, default="fp32")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--cuda-graphs", action="store_true", help="torch.compile(mode='reduce-overhead'); CUDA only")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", type=Path, help="append each result as one JSON line to this file")
     args = p.parse_args()
 
     device = torch.device(args.device)
+    if args.cuda_graphs and device.type != "cuda":
+        sys.exit(f"error: --cuda-graphs needs a CUDA device, got --device {args.device}")
     precision.configure(device, args.precision)
     torch.manual_seed(0)
     model = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000)
     model = model.to(device).eval().requires_grad_(False)
-    forward = torch.compile(model) if args.compile else model
+    if args.cuda_graphs:
+        forward = torch.compile(model, mode="reduce-overhead")
+    else:
+        forward = torch.compile(model) if args.compile else model
     nfe = 0
 
     def net(x, t, y):
         nonlocal nfe
         nfe += 1
+        if args.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # each call is a new replay; its output is copied below
         with precision.autocast(device, args.precision):
-            return forward(x, t, y).float()
+            out = forward(x, t, y)
+        return out.float().clone() if args.cuda_graphs else out.float()
 
     diffusion = create_diffusion(learn_sigma=model.out_channels == 2 * args.channels)
     guided = classifier_free_guidance(net, args.cfg_scale, null_class=1000, diffusion=diffusion)
@@ -68,6 +80,7 @@ def main() -> None:
         seconds = time.perf_counter() - tic
         result = {"model": args.model, "batch": args.batch, "sampler": name, "steps": int(steps), "nfe": nfe,
                   "cfg_scale": args.cfg_scale, "precision": args.precision, "compile": args.compile,
+                  "cuda_graphs": args.cuda_graphs,
                   "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                   "images_per_s": args.batch / seconds, "nfe_per_s": nfe / seconds, "seconds": seconds}  # fmt: skip
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
