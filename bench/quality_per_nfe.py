@@ -7,7 +7,8 @@ per step, EDM Heun 2·steps − 1. Every run uses the same seeds and labels (sam
 prints FD-fashion per (sampler, NFE) and the sampler that comes within 5% of DDPM-250's FD with the fewest NFE.
 
 Each score is appended to OUT/fd.jsonl and reused when asked again, so an interrupted run resumes, and several
-processes can share the settings (``--samplers``, ``--nfe``); a last call with all settings prints the whole table.
+processes can share the settings (``--samplers``, ``--nfe``); ``--report`` then prints the table of every cached
+score for the checkpoint and computes nothing.
 """
 
 import argparse
@@ -36,6 +37,7 @@ def main() -> None:
     p.add_argument("--num-samples", type=int, default=1000)
     p.add_argument("--weights", choices=("ema", "raw"), default="ema")
     p.add_argument("--out", type=Path, default=Path("results/quality_per_nfe"))
+    p.add_argument("--report", action="store_true", help="only print the table of the cached scores (OUT/fd.jsonl)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     budgets = [int(n) for n in args.nfe.split(",")]
@@ -49,7 +51,7 @@ def main() -> None:
         row = json.loads(line)
         if all(row[k] == v for k, v in key.items()):
             fd[row["sampler"], row["nfe"]] = row["fd"]
-    for sampler in samplers:
+    for sampler in [] if args.report else samplers:
         for nfe in budgets:
             if (sampler, nfe) in fd:
                 continue
