@@ -1,10 +1,12 @@
 """training.malloc: after keep_freed_memory(), large activations come from the heap, stay there when freed, and
 re-allocating them costs no page faults.
 
-Each case runs in a fresh process, since mallopt settings are process-wide and cannot be undone. glibc's own
+Each case runs in a fresh process, since mallopt settings are process-wide and cannot be undone, and without
+GLIBC_TUNABLES (the Makefile's huge pages would fault 2 MiB at a time and hide the 4 KiB count). glibc's own
 accounting (``mallinfo2``) is the independent witness of where a block lives.
 """
 
+import os
 import platform
 import subprocess
 import sys
@@ -46,7 +48,8 @@ MIB16 = 16 * 2**20
 
 
 def run(code: str, *args: str) -> list[int]:
-    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True, env=env)
     return [int(v) for v in res.stdout.split()]
 
 
