@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: regenerate the CPU figures of bench/RESULTS.md (about 30 minutes on 2 cores; run it on a quiet
 # machine). Each script appends one JSON line per result to bench/cpu-<name>.jsonl and prints a summary.
-#   CKPT=RUN/checkpoints/NNNNNNN.pt bash bench/cpu.sh   # also FD-fashion against NFE for that checkpoint
+#   CKPT=RUN/checkpoints/NNNNNNN.pt bash bench/cpu.sh   # also FD-fashion against NFE for that checkpoint (+3 h)
 set -euo pipefail
 export PYTHONPATH=$PWD
 py=${PYTHON:-.venv/bin/python}
@@ -16,4 +16,7 @@ demand=$($py -c "import json; print(max(json.loads(l)['images_per_s'] for l in o
 $py bench/data.py --batch 16 --workers 2 --demand "$demand"
 $py bench/evaluate.py --batch 10 --batches 3 --json bench/cpu-evaluate.jsonl
 $py bench/evaluate.py --extractor fashion --image-size 32 --channels 1 --batch 500 --json bench/cpu-evaluate.jsonl
-if [ -n "${CKPT:-}" ]; then $py bench/quality_per_nfe.py --ckpt "$CKPT" --num-samples 300 --out bench/quality_per_nfe; fi
+# FD-fashion against NFE: 2000 samples per setting, about 3 CPU-hours (DDPM-250 is half of it); cached per setting.
+if [ -n "${CKPT:-}" ]; then
+  $py bench/quality_per_nfe.py --ckpt "$CKPT" --num-samples 2000 --nfe 5,10,20,50,250 --out results/quality_per_nfe
+fi

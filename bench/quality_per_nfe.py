@@ -67,8 +67,8 @@ def main() -> None:
         print(f"{nfe:6d} " + " ".join(f"{fd[s, nfe]:9.4g}" if (s, nfe) in fd else f"{'-':>9s}" for s in SAMPLERS))
     reference = fd.get(("ddpm", 250))
     if reference is not None:
-        close = sorted((nfe, s) for (s, nfe), v in fd.items() if v <= 1.05 * reference)
-        nfe, sampler = close[0]
+        close = sorted((nfe, v, s) for (s, nfe), v in fd.items() if v <= 1.05 * reference)  # fewest NFE, then FD
+        nfe, _, sampler = close[0]
         print(f"fewest NFE within 5% of DDPM-250 ({reference:.4g}): {sampler} at {nfe} NFE ({fd[sampler, nfe]:.4g})")
 
 
