@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation import evaluate, metric_names  # noqa: E402
 from training.checkpoint import list_checkpoints  # noqa: E402
+from training.precision import DTYPES  # noqa: E402
 
 FIELDS = ["run", "step", "metric", "value"]
 
@@ -56,6 +57,7 @@ class Scoring:
     steps: int = 20
     cfg_scale: float = 1.0  # 1 = unguided, which shows the model itself
     seed: int = 0
+    precision: str = "fp32"  # sample_ddp.py --precision; tf32 is the cheap speed-up on a GPU
     weights: str = "ema"  # the checkpoint's ema or raw weights
     ref: str = "fashion-test"  # evaluate_fid.py's REF
     feature_extractor: str = "fashion"
@@ -71,7 +73,7 @@ def score_checkpoint(ckpt: Path, args: Scoring, metric: str, work: Path) -> floa
     cmd = [*shlex.split(args.launcher), str(ROOT / "sample_ddp.py"), "--ckpt", str(ckpt), "--out", str(out),
            "--num-samples", str(args.num_samples), "--per-proc-batch-size", str(args.batch_size),
            "--sampler", args.sampler, "--steps", str(args.steps), "--cfg-scale", str(args.cfg_scale),
-           "--seed", str(args.seed), "--weights", args.weights]  # fmt: skip
+           "--seed", str(args.seed), "--weights", args.weights, "--precision", args.precision]  # fmt: skip
     res = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"sampling {ckpt} failed: {res.stderr.strip().splitlines()[-1:]}")
@@ -142,6 +144,7 @@ def main() -> None:
     p.add_argument("--cfg-scale", type=float, default=d.cfg_scale, help="1 = unguided, which shows the model itself")
     p.add_argument("--weights", choices=("ema", "raw"), default=d.weights)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--precision", choices=DTYPES, default=d.precision, help="sample_ddp.py --precision")
     p.add_argument("--device", default=d.device)
     p.add_argument("--launcher", default=d.launcher, help='e.g. "torchrun --nproc_per_node=8"')
     p.add_argument("--threshold", type=float, help="default: the baseline's best value")
