@@ -82,7 +82,7 @@ def setup(args, ctx: dist.Context) -> dict:
 def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state: dict | None, resume) -> None:
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=tuple(args.adam_betas),
-                            weight_decay=args.weight_decay, fused=ctx.device.type == "cuda")  # fmt: skip
+                            weight_decay=args.weight_decay, fused=True)  # fmt: skip
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=args.precision == "fp16")
     step = 0
     if state is not None:

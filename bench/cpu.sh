@@ -11,6 +11,7 @@ for tunables in "" glibc.malloc.hugetlb=1; do for malloc in default keep; do for
   GLIBC_TUNABLES=$tunables $py bench/train_step.py --model DiT-S/2 --batch 16 --steps 10 --warmup 3 $c \
     --malloc $malloc --json bench/cpu-train_step.jsonl
 done; done; done
+$py bench/optimizer.py --json bench/cpu-optimizer.jsonl  # fused against foreach AdamW
 $py bench/attention.py --json bench/cpu-attention.jsonl  # SDPA against a matmul attention
 $py bench/sample.py --model DiT-S/2 --batch 8 --runs ddim:10,heun:10,dpm++:10 --json bench/cpu-sample.jsonl
 demand=$($py -c "import json; print(max(json.loads(l)['images_per_s'] for l in open('bench/cpu-train_step.jsonl')))")

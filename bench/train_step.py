@@ -3,7 +3,7 @@
     python bench/train_step.py --model DiT-S/2 --batch 32                       # CPU, fp32
     python bench/train_step.py --model DiT-XL/2 --batch 32 --precision bf16 --compile [--grad-checkpoint]
 
-One step is what train.py does: the loss (x0, Min-SNR-5), backward, gradient clipping, AdamW (fused on CUDA) and
+One step is what train.py does: the loss (x0, Min-SNR-5), backward, gradient clipping, fused AdamW and
 the foreach EMA. Model FLOPs per step = 3 (forward + backward) × 2 × forward multiply-adds × batch; MFU is the
 achieved rate over a dense matmul in the same precision: on the CPU 1024² operands (the issue's yardstick),
 timed right after every step, since a shared CPU's rate drifts; on CUDA the model's own MLP shape
@@ -84,7 +84,7 @@ def main() -> None:
     ema = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     diffusion = create_diffusion(
         prediction="x0", weighting="min_snr", learn_sigma=model.out_channels == 2 * args.channels
     )
