@@ -75,6 +75,8 @@ def main() -> None:
     err = max((a - b).abs().max().item() for a, b in zip(grads["sdpa"], grads["matmul-recompute"], strict=True))
     err = max(err, (outs["sdpa"] - outs["matmul-recompute"]).abs().max().item())
     print(f"max difference of the two kernels in float64 (outputs and gradients): {err:.1e}")
+    if err > 1e-10:
+        sys.exit(f"attention.py: the two kernels disagree by {err:.1e} in float64; their timings would mean nothing")
 
     b, h, n, d = args.batch, args.heads, args.tokens, args.head_dim
     qkv = torch.randn(b, n, 3, h, d, requires_grad=True)  # the layout of models/layers.py's qkv linear
@@ -84,6 +86,7 @@ def main() -> None:
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # [B, H, N, d] views
         out = fn(q, k, v)
         if backward:
+            qkv.grad = None  # the model's backward writes its gradients; it does not accumulate into old ones
             out.sum().backward()
 
     for repeat in range(args.repeats):

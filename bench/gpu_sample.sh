@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU sampling checks, run as one script on a lent card (see bench/RESULTS.md):
-#   bash bench/gpu_sample.sh OUT_DIR [FASHION_DIR]
+#   [ONLY_GRAPHS=1] bash bench/gpu_sample.sh OUT_DIR [FASHION_DIR]   # ONLY_GRAPHS=1: step 4 alone
 # 1. train a DiT-S/2 briefly on Fashion-MNIST so that samples are not flat (raw weights: after 300 steps an EMA
 #    at decay 0.9999 still holds 97% of the initial, all-zero-output weights);
 # 2. sample_ddp.py on CUDA: fp32 at two batch sizes and bf16, counting the uint8 values that differ;
@@ -15,6 +15,7 @@ fi
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/machine.txt"
 run=/tmp/run-s2
+if [ -z "${ONLY_GRAPHS:-}" ]; then
 timeout 90 python3 train.py --model DiT-S/2 --precision bf16 --global-batch-size 256 --max-steps 300 \
   --ckpt-every 300 --log-every 100 --num-workers 4 --results-dir $run > "$out/train.txt" 2>&1
 tail -2 $run/log.txt
@@ -35,6 +36,7 @@ PY
 cp /tmp/s-fp32-250.png "$out/grid.png"
 [ -n "${SKIP_BENCH:-}" ] || timeout 150 python3 bench/sample.py --model DiT-XL/2 --batch 64 --precision bf16 \
   --runs ddpm:250,ddim:50,heun:50,dpm++:20 --json "$out/sample.jsonl" 2>&1 | tail -4
+fi
 for m in "DiT-S/2 16" "DiT-XL/2 64"; do set -- $m; for g in "" --cuda-graphs; do
   [ -n "${SKIP_BENCH:-}" ] || timeout 150 python3 bench/sample.py --model $1 --batch $2 --precision bf16 --compile $g \
     --runs ddim:50 --json "$out/sample.jsonl" 2>&1 | tail -1

@@ -37,7 +37,7 @@ def main() -> None:
     n = sum(param.numel() for param in params)
     for round_ in range(args.rounds):
         ms = {}
-        for kind in ("foreach", "fused"):
+        for kind in ("foreach", "fused")[:: 1 if round_ % 2 == 0 else -1]:
             opt = torch.optim.AdamW(params, lr=1e-4, **{kind: True})
             ms[kind] = 1e3 * statistics.median(time_calls(opt.step, device, warmup=2, iters=args.iters))
         row = {"model": args.model, "params_m": round(n / 1e6, 2), "round": round_, "device": device.type,

@@ -63,13 +63,14 @@ def test_ema_is_the_exponential_average():
         torch.testing.assert_close(p, e)
 
 
-def test_fused_adamw_is_adamw_on_the_cpu():
-    """train.py's optimizer (fused AdamW, also on the CPU, where it is 3.7× faster than foreach for DiT-S/2) against
-    AdamW written out: m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², p ← p·(1 − lr·λ) − lr·m̂ / (√v̂ + ε), with the
-    bias corrections m̂ = m / (1 − β1^t), v̂ = v / (1 − β2^t); the paper's betas (0.99, 0.99) and weight decay 0.03."""
+@pytest.mark.parametrize("b1, b2", [(0.99, 0.99), (0.9, 0.999)], ids=["paper-betas", "default-betas"])
+def test_fused_adamw_is_adamw_on_the_cpu(b1, b2):
+    """train.py's optimizer (fused AdamW, also on the CPU, where it is 3.3–4.1× faster than foreach for DiT-S/2)
+    against AdamW written out: m ← β1·m + (1−β1)·g, v ← β2·v + (1−β2)·g², p ← p·(1 − lr·λ) − lr·m̂ / (√v̂ + ε), with
+    the bias corrections m̂ = m / (1 − β1^t), v̂ = v / (1 − β2^t); the paper's betas and torch's, weight decay 0.03."""
     torch.manual_seed(0)
     param = torch.nn.Parameter(torch.randn(64, 33, dtype=torch.float64))
-    lr, (b1, b2), wd, eps = 1e-2, (0.99, 0.99), 0.03, 1e-8
+    lr, wd, eps = 1e-2, 0.03, 1e-8
     opt = torch.optim.AdamW([param], lr=lr, betas=(b1, b2), weight_decay=wd, fused=True)
     p, m, v = param.detach().clone(), torch.zeros_like(param), torch.zeros_like(param)
     for t in range(1, 6):
