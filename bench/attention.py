@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.train_step import matmul_flops_per_s, time_calls  # noqa: E402
+from bench.train_step import append_jsonl, matmul_flops_per_s, time_calls  # noqa: E402
 from training import precision  # noqa: E402
 
 
@@ -92,21 +92,19 @@ def main() -> None:
     for repeat in range(args.repeats):
         for name, fn in KERNELS.items():
             for backward in (False, True):
-                times = time_calls(
-                    lambda fn=fn, backward=backward: call(fn, backward), device, warmup=2, iters=args.iters
+                seconds = statistics.median(
+                    time_calls(lambda fn=fn, backward=backward: call(fn, backward), device, warmup=2, iters=args.iters)
                 )
                 yardstick = matmul_flops_per_s(1024, 1024, 1024, torch.float32, device, 5)
-                rate = (3 if backward else 1) * 2 * fwd_macs / statistics.median(times)
+                rate = (3 if backward else 1) * 2 * fwd_macs / seconds
                 row = {
                     "kernel": name, "pass": "forward+backward" if backward else "forward", "repeat": repeat,
-                    "ms": round(1e3 * statistics.median(times), 2), "tflops": round(rate / 1e12, 4),
+                    "ms": round(1e3 * seconds, 2), "tflops": round(rate / 1e12, 4),
                     "matmul_1024_tflops": round(yardstick / 1e12, 4), "ratio": round(rate / yardstick, 3),
                     "shape": [b, h, n, d], "threads": torch.get_num_threads(), "torch": torch.__version__,
                 }  # fmt: skip
                 print(json.dumps(row))
-                if args.json:
-                    with args.json.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
+                append_jsonl(args.json, row)
 
 
 if __name__ == "__main__":

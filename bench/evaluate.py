@@ -10,7 +10,6 @@ a dense fp32 matmul (1024² on the CPU, 8192² on CUDA), and how long 50,000 ima
 """
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -21,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.train_step import matmul_flops_per_s, time_calls  # noqa: E402
+from bench.train_step import append_jsonl, matmul_flops_per_s, time_calls  # noqa: E402
 from evaluation.features import EXTRACTORS, save_random_inception  # noqa: E402
 from training import precision  # noqa: E402
 
@@ -68,9 +67,7 @@ def main() -> None:
           f"{per_s:.1f} images/s ({macs / 1e9:.2f} GMACs/image, {result['achieved_tflops']:.3f} TFLOP/s = "
           f"{result['ratio_to_matmul']:.2f} of a {m}² fp32 matmul); "
           f"50K images in {result['minutes_per_50k']:.1f} min")  # fmt: skip
-    if args.json:
-        with args.json.open("a") as f:
-            f.write(json.dumps(result) + "\n")
+    append_jsonl(args.json, result)
 
 
 if __name__ == "__main__":

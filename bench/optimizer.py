@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.train_step import time_calls  # noqa: E402
+from bench.train_step import append_jsonl, time_calls  # noqa: E402
 from models import ALL_MODELS, create_model  # noqa: E402
 from training import precision  # noqa: E402
 
@@ -44,9 +44,7 @@ def main() -> None:
                "threads": torch.get_num_threads(), "foreach_ms": round(ms["foreach"], 1),
                "fused_ms": round(ms["fused"], 1), "speedup": round(ms["foreach"] / ms["fused"], 2)}  # fmt: skip
         print(json.dumps(row))
-        if args.json:
-            with args.json.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+        append_jsonl(args.json, row)
 
 
 if __name__ == "__main__":

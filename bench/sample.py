@@ -11,7 +11,6 @@ Python: small models, small batches).
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.train_step import append_jsonl  # noqa: E402
 from diffusion import classifier_free_guidance, create_diffusion  # noqa: E402
 from diffusion.samplers import get_sampler  # noqa: E402
 from models import ALL_MODELS, create_model  # noqa: E402
@@ -84,9 +84,7 @@ def main() -> None:
                   "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
                   "images_per_s": args.batch / seconds, "nfe_per_s": nfe / seconds, "seconds": seconds}  # fmt: skip
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
-        if args.json:
-            with args.json.open("a") as f:
-                f.write(json.dumps(result) + "\n")
+        append_jsonl(args.json, result)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,13 @@ def time_calls(fn, device: torch.device, warmup: int, iters: int) -> list[float]
     return times
 
 
+def append_jsonl(path: Path | None, row: dict) -> None:
+    """Append ``row`` as one JSON line to ``path`` (every bench script's --json); nothing when path is None."""
+    if path is not None:
+        with path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def matmul_flops_per_s(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device, iters: int) -> float:
     """FLOP/s of a dense [m, k] @ [k, n] product (2·m·k·n FLOPs), median of ``iters`` timed calls."""
     a = torch.randn(m, k, device=device, dtype=dtype)
@@ -147,9 +154,7 @@ def main() -> None:
         **mfu, "system_time_share": usage.ru_stime / (usage.ru_utime + usage.ru_stime),
     }  # fmt: skip
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
-    if args.json:
-        with args.json.open("a") as f:
-            f.write(json.dumps(result) + "\n")
+    append_jsonl(args.json, result)
 
 
 if __name__ == "__main__":
