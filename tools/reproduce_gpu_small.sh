@@ -6,9 +6,9 @@
 # one card, checkpointing every CKPT_EVERY steps, until SCORE_S seconds before the end of BUDGET_S. Meanwhile one
 # process per run scores each new checkpoint's EMA weights by FD-fashion on NUM_SAMPLES samples (Heun-10) and
 # deletes it, until the end of BUDGET_S. The runs stop on the clock, so the step count is whatever the card
-# reached; the logs say it. The defaults are what produced results/gpu-small/ on one H100 in 7 minutes (6 × 3000
-# steps, all 35 checkpoints scored; add SKIP_EVAL_CHECK=1 as that run did). For a longer study raise BUDGET_S
-# (and NUM_SAMPLES, CKPT_EVERY with it). A toy run on the CPU, for checking the script itself:
+# reached; the logs say it. The defaults are what produced results/gpu-small/ on one H100 in 7 minutes (6 runs
+# of about 3000 steps, all 35 checkpoints scored; add SKIP_EVAL_CHECK=1 as that run did). For a longer study
+# raise BUDGET_S (and NUM_SAMPLES, CKPT_EVERY with it). A toy run on the CPU, for checking the script itself:
 #   MODEL=ViT-T/4 BATCH=32 CKPT_EVERY=50 NUM_SAMPLES=300 SEEDS=0 EXTRA= BUDGET_S=360 SCORE_S=90 OMP_NUM_THREADS=1 \
 #     bash tools/reproduce_gpu_small.sh /tmp/out
 # First, evaluate_fid.py's CUDA path against its CPU path on a randomly initialised Inception (issue #5), unless
