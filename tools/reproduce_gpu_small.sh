@@ -61,6 +61,7 @@ config=configs/fashion_vit-t4_x0_min_snr.toml
 score() {  # score $1's new checkpoints until the deadline, then delete the scored ones (ViT-S/4's are 0.7 GB)
   local run=$1 name=$(basename $1) left=$((deadline - SECONDS))
   [ $left -gt 5 ] || return 0
+  compgen -G "$run/checkpoints/*.pt" > /dev/null || return 0  # scored ones are deleted: none left, nothing to start
   timeout $left python3 tools/convergence.py $run --out $work/score-$name \
     --num-samples $NUM_SAMPLES --batch-size 1000 --steps 10 --precision tf32 >> "$out/score-$name.txt" 2>&1
   for c in $run/checkpoints/*.pt; do
