@@ -5,7 +5,8 @@
 For every image it stores the posterior mean and std of the image and of its horizontal flip (ADM center crop),
 so training draws a fresh flip and posterior sample each step. Shard k holds images [k·S, (k+1)·S) of the sorted
 folder; rank r writes the shards with k mod world_size = r. Finished shards are skipped on a re-run; rank 0
-writes ``manifest.json`` last. Bad input ends in one line and exit code 2.
+writes ``manifest.json`` last, with the per-channel mean and std of the latents that training draws (for
+``train.py --data-norm channel``). Bad input ends in one line and exit code 2.
 """
 
 import argparse
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from data.images import ImageFolder
 from data.latents import shard_name, write_manifest, write_shard
+from data.normalization import latent_channel_stats
 from data.vae import SCALE_FACTOR, VAES, load_vae
 from training import dist
 
@@ -81,8 +83,11 @@ def main() -> None:
         shards = [{"file": shard_name(k), "labels": labels[k * args.shard_size : (k + 1) * args.shard_size]}
                   for k in range(num_shards)]  # fmt: skip
         shape = list(np.load(out / shard_name(0), mmap_mode="r").shape[3:])
+        arrays = [np.load(out / shard_name(k), mmap_mode="r") for k in range(num_shards)]
+        norm = latent_channel_stats(a[i : i + 1000] for a in arrays for i in range(0, len(a), 1000))
         write_manifest(out, shards, classes=dataset.classes, vae=VAES.get(args.vae, args.vae),
-                       scale_factor=SCALE_FACTOR, image_size=args.image_size, latent_shape=shape)  # fmt: skip
+                       scale_factor=SCALE_FACTOR, image_size=args.image_size, latent_shape=shape,
+                       normalization=norm.record())  # fmt: skip
         print(f"wrote {len(dataset)} images in {num_shards} shards to {out}")
     dist.shutdown()
 

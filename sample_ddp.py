@@ -22,7 +22,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from data.vae import load_vae
-from diffusion import classifier_free_guidance, create_diffusion
+from diffusion import classifier_free_guidance, create_diffusion, switch_at_sigma
 from diffusion.samplers import SAMPLERS, get_sampler
 from sampling import (
     PerSampleNoise,
@@ -43,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--ckpt", required=True, help="our checkpoint (RUN/checkpoints/NNNNNNN.pt), or a released DiT / Min-SNR file")
     a("--model", help="the model name; needed for released DiT checkpoints, checked against ours")
     a("--weights", choices=("ema", "raw"), default="ema", help="our checkpoints hold both; releases are EMA")
+    a("--low-ckpt", help="noise-band attribution: use this checkpoint where σ_t ≤ --switch-sigma, --ckpt above it")
+    a("--switch-sigma", type=float, default=1.0, help="the level σ = 1/√SNR where --low-ckpt takes over")
     a("--sampler", choices=SAMPLERS, default="heun", help="heun = EDM Heun, the paper's; ddpm = DiT's")
     a("--steps", type=int, default=50, help="sampler steps (Heun: NFE = 2·steps − 1)")
     a("--cfg-scale", type=float, default=1.5, help="classifier-free guidance scale; 1 = no guidance")
@@ -74,9 +76,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def settings(args, spec) -> dict:
     """What determines the pixels; a re-run must match it to reuse shards."""
     keep = ("ckpt", "weights", "sampler", "steps", "cfg_scale", "cfg_channels", "guidance_interval", "num_samples",
-            "per_proc_batch_size", "seed", "precision", "vae")  # fmt: skip
-    return {**{k: getattr(args, k) for k in keep}, "ckpt": str(Path(args.ckpt).resolve()), "model": spec.model,
-            "prediction": spec.prediction, "noise_schedule": spec.noise_schedule, "decoder": spec.decoder}  # fmt: skip
+            "per_proc_batch_size", "seed", "precision", "vae", "low_ckpt", "switch_sigma")  # fmt: skip
+    low = str(Path(args.low_ckpt).resolve()) if args.low_ckpt else None
+    return {**{k: getattr(args, k) for k in keep}, "ckpt": str(Path(args.ckpt).resolve()), "low_ckpt": low,
+            "model": spec.model, "prediction": spec.prediction, "noise_schedule": spec.noise_schedule,
+            "decoder": spec.decoder}  # fmt: skip
 
 
 def setup(args, ctx: dist.Context) -> dict:
@@ -97,6 +101,16 @@ def setup(args, ctx: dist.Context) -> dict:
     decoder = spec.decoder if args.vae is None else (None if args.vae == "none" else args.vae)
     spec.decoder = decoder
     vae = load_vae(decoder, ctx.device) if decoder else None
+
+    if args.low_ckpt:
+        low_model, low_spec = load_for_sampling(args.low_ckpt, args.model, args.weights, ctx.device)
+        low_spec.decoder = spec.decoder if args.vae is not None else low_spec.decoder  # --vae overrides both
+        same = ("model_kwargs", "prediction", "noise_schedule", "diffusion_steps", "decoder", "scale_factor",
+                "normalization")  # fmt: skip
+        if differ := [k for k in same if getattr(low_spec, k) != getattr(spec, k)]:
+            raise ValueError(f"--low-ckpt {args.low_ckpt} differs from --ckpt in {', '.join(differ)}; the two "
+                             "models must share the target, schedule and data space")  # fmt: skip
+        model = switch_at_sigma(model, low_model, diffusion, args.switch_sigma)
 
     def net(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with precision.autocast(ctx.device, args.precision):
@@ -135,8 +149,9 @@ def sample(args, ctx: dist.Context, guided, diffusion, vae, spec, shards: Path) 
         y = class_labels(start, stop, spec.num_classes).to(ctx.device)
         extra = {"noise_fn": noise} if args.sampler in ("ddpm", "ddim") else {}
         x = sampler(guided, x, diffusion, args.steps, {"y": y}, **extra)
+        x = spec.to_data(x)  # undo the training normalisation (or the latent scale factor)
         if vae is not None:
-            x = vae.decode(x / spec.scale_factor).sample
+            x = vae.decode(x).sample
         images = quantize(x)
         write_shard(shards, start, images, y.cpu().numpy())
         if args.png_dir:

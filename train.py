@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from data import ResumableSampler, open_training_data
 from diffusion import create_diffusion
+from diffusion.bands import BAND_NAMES, band_of_timestep
 from models import check_model_name, create_model, load_weights
 from training import dist, precision
 from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
@@ -47,7 +48,7 @@ def setup(args, ctx: dist.Context) -> dict:
         diffusion_steps=args.diffusion_steps,
     )
     check_model_name(args.model)
-    data = open_training_data(args.data_path, args.vae, args.image_size, ctx.device)
+    data = open_training_data(args.data_path, args.vae, args.image_size, ctx.device, args.data_norm)
     channels, height, width = data.shape
     if height != width:
         raise ValueError(f"data {data.shape} is not square; the backbones take square inputs")
@@ -75,6 +76,10 @@ def setup(args, ctx: dist.Context) -> dict:
         saved_model = state.get("args", {}).get("model")
         if saved_model != args.model:
             raise ValueError(f"--resume {resume} is a checkpoint of {saved_model}, but --model is {args.model}")
+        saved_norm = state.get("data", {}).get("normalization")
+        if saved_norm != data.record()["normalization"]:
+            raise ValueError(f"--resume {resume} was trained with data normalisation {saved_norm}, but this run has "
+                             f"{data.record()['normalization']} (--data-norm {args.data_norm})")  # fmt: skip
         load_weights(model, state["model"], args.model)
     return {"diffusion": diffusion, "data": data, "model": model, "run_dir": run_dir, "state": state, "resume": resume}
 
@@ -108,9 +113,8 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
              f"{ctx.device.type}; {origin}")  # fmt: skip
 
     gen = torch.Generator(ctx.device)
-    T = diffusion.num_timesteps
     sums = torch.zeros(2, device=ctx.device, dtype=torch.float64)  # loss, grad norm, summed over steps
-    quartile_sums = torch.zeros(2, 4, device=ctx.device, dtype=torch.float64)  # [loss sum, count] per t-quartile
+    band_sums = torch.zeros(2, len(BAND_NAMES), device=ctx.device, dtype=torch.float64)  # [x0-MSE sum, count]
     n_steps = 0
     tic, bar = time.time(), tqdm(total=args.max_steps, initial=step, disable=not ctx.is_main, desc="train")
     while step < args.max_steps:
@@ -126,8 +130,8 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
             group["lr"] = lr
 
         with precision.autocast(ctx.device, args.precision):
-            losses = diffusion.training_losses(net, x0, t, {"y": y}, noise)["loss"].float()
-        loss = losses.mean()
+            terms = diffusion.training_losses(net, x0, t, {"y": y}, noise)
+        loss = terms["loss"].float().mean()
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)
@@ -145,19 +149,21 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
 
         sums += torch.stack([loss.detach(), grad_norm.detach()]).double()
         n_steps += 1
-        q = (t * 4 // T).clamp(max=3)
-        quartile_sums[0].index_add_(0, q, losses.detach().double())
-        quartile_sums[1].index_add_(0, q, torch.ones_like(q, dtype=torch.float64))
+        band = band_of_timestep(diffusion.snr, t)
+        band_sums[0].index_add_(0, band, terms["x0_mse"].double())
+        band_sums[1].index_add_(0, band, torch.ones_like(band, dtype=torch.float64))
         if step % args.log_every == 0 or step == args.max_steps:
-            totals = dist.all_reduce_mean(torch.cat([sums / n_steps, quartile_sums.flatten()]))
-            q_mean = totals[2:6] / totals[6:10].clamp(min=1)
+            totals = dist.all_reduce_mean(torch.cat([sums / n_steps, band_sums.flatten()]))
+            k = len(BAND_NAMES)
+            # A band that no rank drew in this interval logs NaN (an empty cell), not a made-up zero.
+            band_mse = totals[2 : 2 + k] / totals[2 + k :].where(totals[2 + k :] > 0, math.nan)
             elapsed = time.time() - tic
             metrics = {"loss": totals[0], "grad_norm": totals[1], "lr": lr, "steps_per_s": n_steps / elapsed,
                        "images_per_s": n_steps * args.global_batch_size / elapsed,
-                       **{f"loss_t_q{i}": q_mean[i] for i in range(4)}}  # fmt: skip
+                       **{f"x0_mse_{name}": band_mse[i] for i, name in enumerate(BAND_NAMES)}}  # fmt: skip
             log.metrics(step, {k: float(v) for k, v in metrics.items()})
             sums.zero_()
-            quartile_sums.zero_()
+            band_sums.zero_()
             n_steps, tic = 0, time.time()
         if step % args.ckpt_every == 0 or step == args.max_steps:
             if ctx.is_main:

@@ -9,10 +9,12 @@ from torch.utils.data import Dataset
 from .fashion_mnist import FashionMNIST
 from .images import ImageFolder
 from .latents import MANIFEST, LatentShards, draw_latents
+from .normalization import NORMALIZATIONS, Normalization, channel_stats
 from .order import ResumableSampler
 from .vae import SCALE_FACTOR, load_vae
 
-__all__ = ["FashionMNIST", "ImageFolder", "LatentShards", "ResumableSampler", "TrainingData", "open_training_data"]
+__all__ = ["FashionMNIST", "ImageFolder", "LatentShards", "Normalization", "ResumableSampler", "TrainingData",
+           "open_training_data"]  # fmt: skip
 
 
 @dataclass
@@ -22,6 +24,8 @@ class TrainingData:
     ``kind`` is "pixel" (x0 = the batch), "latent" (draw a flip and a posterior sample from stored moments) or
     "vae" (flip the images, then encode them with ``vae`` and sample its posterior). ``shape`` is x0's [C, H, W].
     ``decoder`` names the VAE that maps x0 back to images (None in pixel space); checkpoints record it for sampling.
+    ``normalization``, when set, standardises every channel (``--data-norm channel``) and replaces
+    ``scale_factor``; checkpoints record its statistics and sampling inverts them.
     """
 
     dataset: Dataset
@@ -33,19 +37,23 @@ class TrainingData:
     scale_factor: float = 1.0
     hflip: bool = False
     decoder: str | None = None
+    normalization: Normalization | None = None
 
     def record(self) -> dict:
         """What a sampler needs to know of the data: shape, class count and the decoder with its scale."""
         return {"shape": list(self.shape), "num_classes": self.num_classes, "decoder": self.decoder,
-                "scale_factor": self.scale_factor, "description": self.description}  # fmt: skip
+                "scale_factor": self.scale_factor, "description": self.description,
+                "normalization": self.normalization.record() if self.normalization else None}  # fmt: skip
 
     @torch.no_grad()
     def prepare(self, batch: torch.Tensor, generator: torch.Generator, rows: slice, n: int) -> torch.Tensor:
         """A loaded batch -> x0 [B, C, H, W] in float32. Random choices are drawn for the whole global batch from
         ``generator`` (seeded alike on every rank; ``n`` = global batch size) and ``rows`` picks this rank's part,
         so the draws for an image do not depend on the number of processes."""
-        device = batch.device
+        device, norm = batch.device, self.normalization
         if self.kind == "latent":
+            if norm is not None:
+                return norm.apply(draw_latents(batch, 1.0, generator, rows, n))
             return draw_latents(batch, self.scale_factor, generator, rows, n)
         if self.hflip:
             flip = (torch.rand(n, device=device, generator=generator) < 0.5)[rows]
@@ -54,16 +62,26 @@ class TrainingData:
             posterior = self.vae.encode(batch).latent_dist
             noise = torch.randn((n, *self.shape), device=device, generator=generator)[rows]
             return self.scale_factor * (posterior.mean + posterior.std * noise)
-        return batch.float()
+        return batch.float() if norm is None else norm.apply(batch.float())
 
 
-def open_training_data(path: str | None, vae: str = "mse", image_size: int = 256, device="cpu") -> TrainingData:
+def open_training_data(
+    path: str | None, vae: str = "mse", image_size: int = 256, device="cpu", data_norm: str = "none"
+) -> TrainingData:
     """``path`` None -> Fashion-MNIST (pixel space, 1×32×32, 10 classes); a directory with ``manifest.json`` ->
     latents; any other directory -> an image folder, encoded on the fly by ``vae`` or in pixels with vae "none".
-    Raises ValueError (one line) for a missing or empty path."""
+    ``data_norm`` "channel" standardises each channel: latents with the manifest's statistics, pixel data with
+    statistics computed now over the whole training set. Raises ValueError (one line) for a missing or empty
+    path, or for statistics that are missing or bad."""
+    if data_norm not in NORMALIZATIONS:
+        raise ValueError(f"unknown --data-norm {data_norm!r}; valid: {', '.join(NORMALIZATIONS)}")
+    normalize = data_norm == "channel"
     if path is None:
         ds = FashionMNIST("train")
-        return TrainingData(ds, "pixel", ds.shape, ds.num_classes, "Fashion-MNIST train (60K, pixel space)")
+        norm = channel_stats(ds.images[i : i + 10_000].float() / 127.5 - 1.0 for i in range(0, len(ds), 10_000))
+        norm = norm if normalize else None
+        return TrainingData(ds, "pixel", ds.shape, ds.num_classes, "Fashion-MNIST train (60K, pixel space)",
+                            normalization=norm)  # fmt: skip
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"--data-path {path} does not exist or is not a directory")
@@ -72,11 +90,26 @@ def open_training_data(path: str | None, vae: str = "mse", image_size: int = 256
         if len(ds) == 0:
             raise ValueError(f"--data-path {path}: the manifest lists no latents")
         desc = f"latents {path} ({len(ds)} images, VAE {ds.meta.get('vae')})"
+        norm = None
+        if normalize:
+            if "normalization" not in ds.meta:
+                raise ValueError(
+                    f"--data-norm channel: {root / MANIFEST} has no normalisation statistics; re-run "
+                    "extract_features.py on the same --out (finished shards are kept) to add them"
+                )
+            norm = Normalization.from_record(ds.meta["normalization"], ds.shape[0], str(root / MANIFEST))
         return TrainingData(ds, "latent", ds.shape, ds.num_classes, desc, scale_factor=ds.scale_factor,
-                            decoder=ds.meta.get("vae"))  # fmt: skip
+                            decoder=ds.meta.get("vae"), normalization=norm)  # fmt: skip
     ds = ImageFolder(root, image_size)
     if vae == "none":
-        return TrainingData(ds, "pixel", ds.shape, ds.num_classes, f"images {path} (pixel space)", hflip=True)
+        norm = None
+        if normalize:  # one pass over the folder (its flips have the same per-channel statistics)
+            norm = channel_stats(x for x, _ in torch.utils.data.DataLoader(ds, batch_size=256))
+        return TrainingData(ds, "pixel", ds.shape, ds.num_classes, f"images {path} (pixel space)", hflip=True,
+                            normalization=norm)  # fmt: skip
+    if normalize:
+        raise ValueError("--data-norm channel needs pre-extracted latents (their statistics are computed once by "
+                         "extract_features.py); extract them, or train in pixels with --vae none")  # fmt: skip
     model = load_vae(vae, device)
     down = 2 ** (len(model.config.block_out_channels) - 1)  # 8 for the SD VAE
     shape = (model.config.latent_channels, image_size // down, image_size // down)

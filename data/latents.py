@@ -28,7 +28,8 @@ def write_shard(path: Path, moments: np.ndarray) -> None:
 
 
 def write_manifest(directory: Path, shards: list[dict], **meta) -> None:
-    """``shards`` = [{"file", "labels"}]; ``meta`` holds classes, vae, scale_factor, image_size, latent_shape."""
+    """``shards`` = [{"file", "labels"}]; ``meta`` holds classes, vae, scale_factor, image_size, latent_shape and
+    normalization ({"mean", "std"} per channel of the unscaled latents z = μ + σ·ε)."""
     tmp = directory / f".{MANIFEST}.tmp"
     tmp.write_text(json.dumps({"format": 1, **meta, "shards": shards}, indent=1))
     tmp.replace(directory / MANIFEST)

@@ -4,6 +4,7 @@ from .gaussian_diffusion import GaussianDiffusion, create_diffusion
 from .guidance import classifier_free_guidance
 from .samplers import SAMPLERS, get_sampler, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_heun
 from .schedules import SCHEDULES, betas_for_schedule, space_timesteps
+from .switch import switch_at_sigma
 from .weighting import PREDICTIONS, WEIGHTINGS, loss_weight
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "SCHEDULES",
     "betas_for_schedule",
     "space_timesteps",
+    "switch_at_sigma",
     "PREDICTIONS",
     "WEIGHTINGS",
     "loss_weight",

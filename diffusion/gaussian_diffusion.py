@@ -171,7 +171,9 @@ class GaussianDiffusion:
         """Per-sample losses, each of shape [B].
 
         ``loss`` = ``weighted_mse`` (+ ``vb`` when learn_sigma), where weighted_mse = w_t·mean‖target − pred‖²
-        with w_t from :func:`diffusion.weighting.loss_weight`, ``mse`` is the unweighted MSE, and ``vb`` is
+        with w_t from :func:`diffusion.weighting.loss_weight`, ``mse`` is the unweighted MSE of the target,
+        ``x0_mse`` = mean‖x0 − x̂0‖² of the x0 the prediction implies (comparable across targets and
+        weightings; not differentiated), and ``vb`` is
         ADM's variational-bound term in bits/dim, computed on a stop-gradient mean so that it trains only
         the variance (the decoder NLL at t = 0, KL(q ‖ p) otherwise).
         """
@@ -180,7 +182,10 @@ class GaussianDiffusion:
         pred, var_values = self.split_output(model(x_t, t, **(model_kwargs or {})), x_t)
         mse = mean_flat((self.target(x_start, t, noise) - pred.float()) ** 2)
         weighted = _at(self.loss_weights, t, mse) * mse
-        terms = {"mse": mse, "weighted_mse": weighted, "loss": weighted}
+        with torch.no_grad():
+            x0_hat, _ = self.to_x0_eps(pred.detach().float(), x_t, t)
+            x0_mse = mean_flat((x_start.float() - x0_hat) ** 2)
+        terms = {"mse": mse, "x0_mse": x0_mse, "weighted_mse": weighted, "loss": weighted}
         if var_values is not None:
             terms["vb"] = self.vb_term(pred.detach().float(), var_values.float(), x_start, x_t, t)
             terms["loss"] = weighted + terms["vb"]

@@ -24,6 +24,8 @@ class FashionClassifier(nn.Module):
     """Three conv stages and a 128-d feature layer: uint8 [B, 32, 32, 1] (or 28×28, padded) -> {"pool", "logits"}."""
 
     feature_dim = 128
+    spatial_channels = 7  # as sFID keeps the first 7 channels of Inception's mixed_6/conv
+    spatial_dim = spatial_channels * 8 * 8
 
     def __init__(self, num_classes: int = 10):
         super().__init__()
@@ -54,8 +56,14 @@ class FashionClassifier(nn.Module):
         return self.classifier(relu(h)), h
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        logits, h = self.logits_and_features(self.to_input(images))
-        return {"pool": h.double(), "logits": logits.double()}
+        """{"pool": the 128-d features (global shape), "spatial": the second stage's first 7 channels at 8×8, in
+        HWC order (448-d; local detail, the analogue of sFID's mixed_6/conv), "logits"}."""
+        x = self.to_input(images)
+        early = self.body[:2](x)  # [B, 64, 8, 8]
+        linear, relu = self.features
+        h = linear(self.body[2:](early))
+        spatial = early[:, : self.spatial_channels].permute(0, 2, 3, 1).flatten(1)
+        return {"pool": h.double(), "spatial": spatial.double(), "logits": self.classifier(relu(h)).double()}
 
 
 def find_weights(weights: str | None) -> Path:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from data.normalization import Normalization
 from data.vae import SCALE_FACTOR, VAES
 from models import checkpoint_config, convert_minsnr_vit, create_model, is_minsnr_vit, load_weights, strip_wrappers
 from training.checkpoint import load_checkpoint
@@ -32,6 +33,20 @@ class SamplingSpec:
     scale_factor: float
     source: str  # "ours", "dit-release" or "minsnr-release", for the log
     notes: list[str] = field(default_factory=list)
+    normalization: Normalization | None = None  # the per-channel statistics the model was trained on
+
+    def from_data(self, z: torch.Tensor) -> torch.Tensor:
+        """Data units (pixels in [−1, 1], or unscaled latents) -> the model's space: the inverse of ``to_data``."""
+        if self.normalization is not None:
+            return self.normalization.apply(z)
+        return z * self.scale_factor
+
+    def to_data(self, x: torch.Tensor) -> torch.Tensor:
+        """A sample in the model's space -> the data's units: pixels in [−1, 1], or latents for the decoder.
+        Inverts the training normalisation, or else divides by the latent scale factor (1 in pixel space)."""
+        if self.normalization is not None:
+            return self.normalization.invert(x)
+        return x / self.scale_factor
 
 
 def _ours(state: dict, weights: str) -> tuple[dict, SamplingSpec]:
@@ -46,6 +61,8 @@ def _ours(state: dict, weights: str) -> tuple[dict, SamplingSpec]:
     null = num_classes if args["class_dropout"] > 0 or args["model"].startswith("ViT") else None
     spec = SamplingSpec(args["model"], kwargs, args["prediction"], args["noise_schedule"], args["diffusion_steps"],
                         num_classes, null, data["decoder"], data["scale_factor"], "ours")  # fmt: skip
+    if data.get("normalization") is not None:
+        spec.normalization = Normalization.from_record(data["normalization"], channels, "checkpoint data record")
     init_share = args["ema_decay"] ** state["step"]
     if weights == "ema" and init_share > 0.5:
         spec.notes.append(

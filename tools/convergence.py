@@ -66,23 +66,28 @@ class Scoring:
     launcher: str = sys.executable  # e.g. "torchrun --nproc_per_node=8"
 
 
-def score_checkpoint(ckpt: Path, args: Scoring, metric: str, work: Path) -> float:
-    """Sample with sample_ddp.py (through ``args.launcher``), then score against ``args.ref``; the samples are
-    deleted after."""
+def score_samples(ckpt: Path, args: Scoring, metrics: str, work: Path, extra: tuple[str, ...] = ()) -> dict:
+    """Sample with sample_ddp.py (through ``args.launcher``, plus ``extra`` flags such as ``--low-ckpt``), then
+    compute ``metrics`` (evaluation.evaluate's names, e.g. "fid,sfid") against ``args.ref``; returns the
+    reported metrics by name. The samples are deleted after."""
     out = work / f"{ckpt.parent.parent.name}-{ckpt.stem}.npz"
     cmd = [*shlex.split(args.launcher), str(ROOT / "sample_ddp.py"), "--ckpt", str(ckpt), "--out", str(out),
            "--num-samples", str(args.num_samples), "--per-proc-batch-size", str(args.batch_size),
            "--sampler", args.sampler, "--steps", str(args.steps), "--cfg-scale", str(args.cfg_scale),
-           "--seed", str(args.seed), "--weights", args.weights, "--precision", args.precision]  # fmt: skip
+           "--seed", str(args.seed), "--weights", args.weights, "--precision", args.precision, *extra]  # fmt: skip
     res = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"sampling {ckpt} failed: {res.stderr.strip().splitlines()[-1:]}")
-    result = evaluate(args.ref, out, metric_kind(metric), args.feature_extractor, args.weights_file,
-                      device=args.device)  # fmt: skip
+    result = evaluate(args.ref, out, metrics, args.feature_extractor, args.weights_file, device=args.device)
     out.unlink()
     shutil.rmtree(out.parent / f"{out.name}.shards")
     out.with_suffix(".png").unlink(missing_ok=True)
-    return result["metrics"][metric]
+    return result["metrics"]
+
+
+def score_checkpoint(ckpt: Path, args: Scoring, metric: str, work: Path) -> float:
+    """One metric of one checkpoint's samples (see :func:`score_samples`)."""
+    return score_samples(ckpt, args, metric_kind(metric), work)[metric]
 
 
 def metric_kind(name: str) -> str:

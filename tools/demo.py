@@ -2,7 +2,8 @@
 
 1. train a tiny ViT (ViT-T/4, x0-prediction, Min-SNR-5, batch 32) with train.py, checkpointing every 500 steps;
 2. sample every checkpoint with EDM Heun through sample_ddp.py and score FD-fashion against the 10K test images;
-3. write results/demo/samples.png (one row per class) and results/demo/curves.png (loss and FD-fashion);
+3. write results/demo/samples.png (one row per class) and results/demo/curves.png (x0 error per noise band and
+   FD-fashion);
 4. print a summary table.
 
 Re-running continues where it stopped: training resumes, and evaluated checkpoints are skipped.
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from data.fashion_mnist import CLASSES  # noqa: E402
+from diffusion.bands import BAND_NAMES  # noqa: E402
 from tools.convergence import Scoring, append_row, read_curves, score_checkpoint  # noqa: E402
 from training.checkpoint import list_checkpoints  # noqa: E402
 
@@ -62,13 +64,11 @@ def curves_plot(metrics_csv: Path, fd: list[tuple[int, float]], path: Path) -> N
     with metrics_csv.open() as f:
         log = list(csv.DictReader(f))
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4), dpi=120)
-    a.plot([int(r["step"]) for r in log], [float(r["loss"]) for r in log], label="loss (Min-SNR-5 weighted)")
-    for q in range(4):
-        a.plot([int(r["step"]) for r in log], [float(r[f"loss_t_q{q}"]) for r in log], lw=0.8, alpha=0.7,
-               label=f"t quartile {q}")  # fmt: skip
+    for name in BAND_NAMES:
+        a.plot([int(r["step"]) for r in log], [float(r[f"x0_mse_{name}"]) for r in log], lw=0.8, label=name)
     a.set_yscale("log")
     a.set_xlabel("training steps")
-    a.set_title("training loss")
+    a.set_title("unweighted x0-MSE per noise band")
     a.legend(fontsize=7)
     b.plot(*zip(*fd, strict=True), marker="o")
     b.set_yscale("log")

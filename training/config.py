@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-path", help="latents from extract_features.py, or an image folder; none = Fashion-MNIST")
     a("--vae", default="mse", help="for image folders: mse | ema | a hub id | a local directory | none (pixels)")
     a("--image-size", type=int, default=256, help="center-crop size for image folders")
+    a("--data-norm", default="none", choices=("none", "channel"),
+      help="none: pixels as they are, latents × the SD scale 0.18215 (the paper's); channel: standardise each "
+      "channel by its training-set mean and std (latents: from the manifest)")  # fmt: skip
     a("--results-dir", help="the run directory (checkpoints, logs); default results/<model>-<prediction>-<weighting>")
     a("--prediction", default="x0", help="what the network predicts: eps | x0 | v")
     a("--weighting", default="min_snr", help="loss weighting: const | snr | max_snr | min_snr | soft_min_snr | p2")

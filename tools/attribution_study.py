@@ -1,0 +1,229 @@
+"""The convergence-attribution study: why x0 + Min-SNR-5 trails x0 + const at CPU scale, and what flips it.
+
+    PYTHONPATH=. OMP_NUM_THREADS=1 python tools/attribution_study.py --worker 0 &   # two workers, one per core
+    PYTHONPATH=. OMP_NUM_THREADS=1 python tools/attribution_study.py --worker 1 &
+    PYTHONPATH=. python tools/attribution_study.py --report                          # plots and tables only
+
+The protocol, fixed before anything ran:
+- **Model and data.** ViT-T/4 on Fashion-MNIST pixels, x0-prediction, cosine schedule, batch 32, EMA 0.995,
+  checkpoints every 250 steps, 1500 steps (the base pair: 3000, in a second stage). Each factor changes both arms
+  (const and Min-SNR-5) alike, with nothing else changed:
+  - ``base``: the laptop recipe (configs/fashion_vit-t4_x0_min_snr.toml: AdamW lr 3e-4, β (0.9, 0.999), no
+    weight decay, 100 warm-up steps, label drop 0.1);
+  - ``norm``: the same with ``--data-norm channel`` (pixels standardised to mean 0, std 1);
+  - ``paper``: the paper's optimiser recipe: lr 1e-4, β (0.99, 0.99), weight decay 0.03, no warm-up, label
+    drop 0.15;
+  - ``γ``: Min-SNR-γ with γ = 1, 2 and 20 (γ = 5 is the base arm);
+  - training length: the base pair continued to 3000 steps.
+- **Seeds.** 0 and 1 for every arm of the three recipes; seed 0 for the γ sweep.
+- **Scores** (every run, same samples and seeds at every checkpoint):
+  - the denoiser's unweighted x0-MSE at 14 fixed t on the first 1000 test images with one fixed noise draw, at
+    every 500 steps (``denoiser.csv``; tools/denoiser_error.py);
+  - FD-fashion (the classifier's pooled 128-d features: global shape) and sFD-fashion (its 7×8×8 spatial
+    features: local detail, the analogue of sFID) of 1000 EMA samples, EDM Heun-10 (19 NFE), no guidance,
+    sample seed 0, at steps 500, 1000, 1500 (and 2000-3000 for the long runs), against the 10K test images
+    (``curves.csv``);
+  - the evaluation sampler: DDPM-100 (β variance) at the last step of the base and norm runs, as metrics
+    ``fd_fashion@ddpm100`` and ``sfd_fashion@ddpm100``;
+  - noise-band attribution at step 1500 of the base pair, per seed: Heun-10 with one model above σ = 1 (SNR < 1)
+    and the other below, both ways (``attribution.csv``);
+  - the noise floor: the same two checkpoints (base, seed 0, step 1500) sampled with seeds 1 and 2 as well
+    (metrics ``fd_fashion@seedK``), and 1000 real training images against the test set.
+
+Every score is appended as soon as it exists and skipped when a re-run finds it, so the study resumes anywhere;
+runs resume from their newest checkpoint. Two workers split the runs (worker 0 the const arms, worker 1 the
+Min-SNR arms), each doing train -> score for one run before the next.
+"""
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from evaluation import evaluate  # noqa: E402
+from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out  # noqa: E402
+from tools.convergence import Scoring, append_row, read_curves, score_samples  # noqa: E402
+from tools.denoiser_error import read_rows, score_run  # noqa: E402
+from training.checkpoint import checkpoint_path  # noqa: E402
+
+OUT = ROOT / "results" / "attribution"
+CONFIG = ROOT / "configs" / "fashion_vit-t4_x0_min_snr.toml"
+BASE = ["--global-batch-size", "32", "--ckpt-every", "250", "--keep-checkpoints", "0", "--num-workers", "0"]
+RECIPES = {
+    "": [],
+    "-norm": ["--data-norm", "channel"],
+    "-paper": ["--lr", "1e-4", "--adam-betas", "0.99", "0.99", "--weight-decay", "0.03", "--warmup-steps", "0",
+               "--class-dropout", "0.15"],
+}  # fmt: skip
+STAGE_STEPS = {1: 1500, 2: 3000}
+FD_STEPS = (500, 1000, 1500, 2000, 2500, 3000)
+NUM_SAMPLES = 1000
+SWITCH_SIGMA = 1.0
+
+
+def run_flags(name: str) -> list[str]:
+    """train.py flags of a run named x0-<weighting>[_g<γ>][<recipe>]-s<seed>."""
+    body, seed = name.rsplit("-s", 1)
+    arm, recipe = next((body[: -len(r)], r) for r in sorted(RECIPES, key=len, reverse=True) if body.endswith(r))
+    weighting = arm.removeprefix("x0-")
+    gamma = "5"
+    if "_g" in weighting:
+        weighting, gamma = weighting.rsplit("_g", 1)
+    return ["--weighting", weighting, "--snr-gamma", gamma, "--seed", seed, *RECIPES[recipe]]
+
+
+def plan(stage: int) -> list[list[str]]:
+    """Each worker's runs, in order (worker 0: const arms; worker 1: Min-SNR arms)."""
+    if stage == 2:
+        return [["x0-const-s0", "x0-const-s1"], ["x0-min_snr-s0", "x0-min_snr-s1"]]
+    order = [f"{arm}{recipe}-s{seed}" for recipe in RECIPES for seed in (0, 1) for arm in ("x0-const", "x0-min_snr")]
+    order += ["x0-min_snr_g1-s0", "x0-min_snr_g20-s0", "x0-min_snr_g2-s0"]
+    return [order[0::2], order[1::2]]
+
+
+def wait_for(path: Path) -> None:
+    while not path.exists():
+        time.sleep(30)
+
+
+def train(name: str, steps: int) -> Path:
+    run = OUT / "runs" / name
+    if checkpoint_path(run / "checkpoints", steps).exists():
+        return run
+    print(f"training {name} to step {steps}", flush=True)
+    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(CONFIG), *BASE, *run_flags(name),
+           "--max-steps", str(steps), "--results-dir", str(run), "--resume", "auto"]  # fmt: skip
+    with open(OUT / "runs" / f"{name}.out", "a") as log:
+        if subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=log).returncode:
+            sys.exit(f"attribution_study: training {name} failed; see {OUT / 'runs' / (name + '.out')}")
+    return run
+
+
+def scored(metric: str) -> set[tuple[str, int]]:
+    return {(r["run"], r["step"]) for r in read_curves(OUT / "curves.csv") if r["metric"] == metric}
+
+
+def fd(run: Path, step: int, scoring: Scoring, suffix: str = "", extra: tuple[str, ...] = ()) -> None:
+    """FD- and sFD-fashion of one checkpoint into curves.csv, as metrics fd_fashion<suffix> and sfd_fashion<suffix>."""
+    if (run.name, step) in scored(f"fd_fashion{suffix}"):
+        return
+    work = OUT / f"work-{os.getpid()}"
+    work.mkdir(exist_ok=True)
+    values = score_samples(checkpoint_path(run / "checkpoints", step), scoring, "fid,sfid", work, extra)
+    for metric in ("sfd_fashion", "fd_fashion"):  # fd last: its row marks the pair as done
+        append_row(OUT / "curves.csv", {"run": run.name, "step": step, "metric": metric + suffix,
+                                        "value": f"{values[metric]:.6g}"})  # fmt: skip
+    print(f"{run.name} step {step}{suffix}: FD {values['fd_fashion']:.4g}, sFD {values['sfd_fashion']:.4g}", flush=True)
+    work.rmdir()
+
+
+def denoise(run: Path) -> None:
+    args = argparse.Namespace(weights="ema", timesteps=list(DEFAULT_TIMESTEPS), seed=0, every=500)
+    x, y = held_out(None, 1000)
+    done = {(r["run"], int(r["step"]), r["weights"]) for r in read_rows(OUT / "denoiser.csv")}
+    score_run(run, args, x, y, floors(x, y), done, OUT / "denoiser.csv")
+
+
+def attribution(seed: int, high: str, low: str, step: int = 1500) -> None:
+    """Heun-10 with ``high`` where σ > SWITCH_SIGMA and ``low`` below it, into attribution.csv."""
+    path = OUT / "attribution.csv"
+    rows = list(csv.DictReader(path.open())) if path.exists() else []
+    if any(r["high"] == f"{high}-s{seed}" and r["low"] == f"{low}-s{seed}" for r in rows):
+        return
+    runs = OUT / "runs"
+    low_ckpt = checkpoint_path(runs / f"{low}-s{seed}" / "checkpoints", step)
+    work = OUT / f"work-{os.getpid()}"
+    work.mkdir(exist_ok=True)
+    values = score_samples(checkpoint_path(runs / f"{high}-s{seed}" / "checkpoints", step), Scoring(
+        num_samples=NUM_SAMPLES, sampler="heun", steps=10), "fid,sfid", work,
+        ("--low-ckpt", str(low_ckpt), "--switch-sigma", str(SWITCH_SIGMA)))  # fmt: skip
+    work.rmdir()
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, ["high", "low", "step", "switch_sigma", "fd_fashion", "sfd_fashion"])
+        if new:
+            writer.writeheader()
+        writer.writerow({"high": f"{high}-s{seed}", "low": f"{low}-s{seed}", "step": step,
+                         "switch_sigma": SWITCH_SIGMA, "fd_fashion": f"{values['fd_fashion']:.6g}",
+                         "sfd_fashion": f"{values['sfd_fashion']:.6g}"})  # fmt: skip
+    print(f"attribution seed {seed}: {high} above σ={SWITCH_SIGMA}, {low} below: FD {values['fd_fashion']:.4g}")
+
+
+def real_floor() -> None:
+    """FD- and sFD-fashion of 1000 real training images against the test set: the metric's floor at this size."""
+    if ("real-train", 0) in scored("fd_fashion"):
+        return
+    import numpy as np
+
+    from data.fashion_mnist import load_arrays
+
+    images, labels = load_arrays("train")
+    padded = np.zeros((NUM_SAMPLES, 32, 32, 1), dtype=np.uint8)
+    padded[:, 2:30, 2:30, 0] = images[:NUM_SAMPLES]
+    path = OUT / "real-train-1000.npz"
+    np.savez(path, arr_0=padded, arr_1=labels[:NUM_SAMPLES])
+    values = evaluate("fashion-test", path, "fid,sfid", "fashion")["metrics"]
+    path.unlink()
+    for metric in ("sfd_fashion", "fd_fashion"):
+        append_row(OUT / "curves.csv", {"run": "real-train", "step": 0, "metric": metric,
+                                        "value": f"{values[metric]:.6g}"})  # fmt: skip
+
+
+def extras(worker: int) -> None:
+    """The scoring-only factors on the base pair: attribution, noise floor, and the DDPM-100 sampler."""
+    arm = ("x0-const", "x0-min_snr")[worker]
+    runs = OUT / "runs"
+    for name in ("x0-const", "x0-min_snr"):  # the other worker trains the other arm
+        wait_for(checkpoint_path(runs / f"{name}-s{worker}" / "checkpoints", 1500))
+    attribution(worker, "x0-const", "x0-min_snr")
+    attribution(worker, "x0-min_snr", "x0-const")
+    for k in (1, 2):
+        fd(runs / f"{arm}-s0", 1500, Scoring(num_samples=NUM_SAMPLES, sampler="heun", steps=10, seed=k * 100_000),
+           f"@seed{k}")  # fmt: skip
+    if worker == 0:
+        real_floor()
+    for seed in (0, 1):
+        fd(runs / f"{arm}-s{seed}", 1500, Scoring(num_samples=NUM_SAMPLES, sampler="ddpm", steps=100), "@ddpm100")
+
+
+def work(worker: int, stage: int) -> None:
+    (OUT / "runs").mkdir(parents=True, exist_ok=True)
+    heun = Scoring(num_samples=NUM_SAMPLES, sampler="heun", steps=10)
+    steps = STAGE_STEPS[stage]
+    for i, name in enumerate(plan(stage)[worker]):
+        run = train(name, steps)
+        denoise(run)
+        for step in (s for s in FD_STEPS if s <= steps):
+            fd(run, step, heun)
+        if stage == 1 and i == 1:  # after both seeds of the base pair: the scoring-only factors
+            extras(worker)
+        if stage == 1 and name.endswith(("-norm-s0", "-norm-s1")):
+            fd(run, steps, Scoring(num_samples=NUM_SAMPLES, sampler="ddpm", steps=100), "@ddpm100")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", type=int, choices=(0, 1), help="which half of the runs to train and score")
+    p.add_argument("--stage", type=int, choices=(1, 2), default=1, help="1: all arms to 1500; 2: base pair to 3000")
+    p.add_argument("--report", action="store_true", help="draw the plots from the committed CSVs")
+    args = p.parse_args()
+    if args.worker is not None:
+        work(args.worker, args.stage)
+    if args.report:
+        report()
+
+
+def report() -> None:
+    from tools.study_report import write_report
+
+    write_report(OUT)
+
+
+if __name__ == "__main__":
+    main()
