@@ -41,7 +41,8 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     out = {}
     for name, prediction in (("a", "x0"), ("b", "x0"), ("eps", "eps")):
         args = ["--model", "DiT-T/4", "--prediction", prediction, "--max-steps", "1", "--global-batch-size", "4",
-                "--num-workers", "0", "--lr", "1e-2", "--seed", str(len(out)), "--results-dir", str(root / name)]  # fmt: skip
+                "--num-workers", "0", "--lr", "1e-2", "--seed", str(len(out)),
+                "--results-dir", str(root / name)]  # fmt: skip
         res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
         assert res.returncode == 0, res.stderr[-2000:]
         path = root / name / "checkpoints/0000001.pt"
