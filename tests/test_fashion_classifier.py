@@ -55,10 +55,25 @@ def test_fd_fashion_ranks_real_images_above_noise(tmp_path):
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "real.npz", arr_0=padded(images[:500]), arr_1=labels[:500])
     np.savez(tmp_path / "noise.npz", arr_0=rng.integers(0, 256, (500, 32, 32, 1), dtype=np.uint8))
-    real = evaluate("fashion-test", tmp_path / "real.npz", "fid", "fashion", device="cpu")["metrics"]
-    noise = evaluate("fashion-test", tmp_path / "noise.npz", "fid", "fashion", device="cpu")["metrics"]
-    assert set(real) == {"fd_fashion"}
+    real = evaluate("fashion-test", tmp_path / "real.npz", "fid,sfid", "fashion", device="cpu")["metrics"]
+    noise = evaluate("fashion-test", tmp_path / "noise.npz", "fid,sfid", "fashion", device="cpu")["metrics"]
+    assert set(real) == {"fd_fashion", "sfd_fashion"}
     assert 0 < real["fd_fashion"] < noise["fd_fashion"] / 10
+    assert 0 < real["sfd_fashion"] < noise["sfd_fashion"] / 10
+
+
+def test_spatial_features_are_the_second_stage_first_7_channels_in_hwc_order():
+    """Computed here layer by layer from the network's own modules: stage 1, stage 2, then channels 0..6 of the
+    [B, 64, 8, 8] map, flattened with the channel fastest (HWC, as sFID flattens TF's NHWC)."""
+    model = load_fashion_classifier()
+    images = torch.from_numpy(padded(load_arrays("test")[0][:3]))
+    with torch.no_grad():
+        feats = model(images)
+        x = images.permute(0, 3, 1, 2).float() / 127.5 - 1
+        stage2 = model.body[1](model.body[0](x))
+    assert feats["spatial"].shape == (3, 448)
+    for h, w, c in ((0, 0, 0), (3, 5, 6), (7, 7, 2)):
+        assert feats["spatial"][1, (h * 8 + w) * 7 + c] == pytest.approx(float(stage2[1, c, h, w]), rel=1e-6)
 
 
 def test_cli_reports_fd_fashion_never_fid(tmp_path):

@@ -23,7 +23,7 @@ The protocol, fixed before anything ran:
     features: local detail, the analogue of sFID) of 1000 EMA samples, EDM Heun-10 (19 NFE), no guidance,
     sample seed 0, at steps 500, 1000, 1500 (and 2000-3000 for the long runs), against the 10K test images
     (``curves.csv``);
-  - the evaluation sampler: DDPM-100 (β variance) at the last step of the base and norm runs, as metrics
+  - the evaluation sampler: DDPM-100 (β variance) at step 1500 of the base runs, as metrics
     ``fd_fashion@ddpm100`` and ``sfd_fashion@ddpm100``;
   - noise-band attribution at step 1500 of the base pair, per seed: Heun-10 with one model above σ = 1 (SNR < 1)
     and the other below, both ways (``attribution.csv``);
@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 from evaluation import evaluate  # noqa: E402
 from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out  # noqa: E402
 from tools.convergence import Scoring, append_row, read_curves, score_samples  # noqa: E402
-from tools.denoiser_error import read_rows, score_run  # noqa: E402
+from tools.denoiser_error import arm_means, arm_of, heatmap, read_rows, score_run  # noqa: E402
 from training.checkpoint import checkpoint_path  # noqa: E402
 
 OUT = ROOT / "results" / "attribution"
@@ -203,8 +203,6 @@ def work(worker: int, stage: int) -> None:
             fd(run, step, heun)
         if stage == 1 and i == 1:  # after both seeds of the base pair: the scoring-only factors
             extras(worker)
-        if stage == 1 and name.endswith(("-norm-s0", "-norm-s1")):
-            fd(run, steps, Scoring(num_samples=NUM_SAMPLES, sampler="ddpm", steps=100), "@ddpm100")
 
 
 def main() -> None:
@@ -219,10 +217,98 @@ def main() -> None:
         report()
 
 
-def report() -> None:
-    from tools.study_report import write_report
+RECIPE_NAMES = {"": "base", "-norm": "norm", "-paper": "paper"}
 
-    write_report(OUT)
+
+def seed_table(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
+    """{arm: {step: [value per seed]}} for one metric of curves.csv."""
+    table: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        if r["metric"] == metric and r["run"] != "real-train":
+            table.setdefault(arm_of(r["run"]), {}).setdefault(r["step"], []).append(r["value"])
+    return dict(sorted(table.items()))
+
+
+def markdown(header: list[str], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |"]
+    return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])
+
+
+def fmt(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    return f"{mean:.1f}" + (f" ({', '.join(f'{v:.1f}' for v in values)})" if len(values) > 1 else "")
+
+
+def report() -> None:
+    """curves.png, one heat map per recipe, and tables.md, from the CSVs alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_curves(OUT / "curves.csv")
+    recipes = [r for r in RECIPES if any(arm_of(x["run"]).endswith(f"min_snr{r}") for x in rows)]
+    fig, axes = plt.subplots(2, len(recipes), figsize=(4.2 * len(recipes), 6.4), dpi=120, squeeze=False)
+    for j, recipe in enumerate(recipes):
+        for i, metric in enumerate(("fd_fashion", "sfd_fashion")):
+            ax = axes[i, j]
+            for arm, cells in seed_table(rows, metric).items():
+                if arm.endswith(recipe) and (recipe or not arm.endswith(tuple(r for r in RECIPES if r))):
+                    steps = sorted(cells)
+                    ax.plot(steps, [sum(cells[s]) / len(cells[s]) for s in steps], marker="o", label=arm)
+                    for s in steps:
+                        ax.scatter([s] * len(cells[s]), cells[s], s=8, color=ax.lines[-1].get_color(), alpha=0.5)
+            ax.set_yscale("log")
+            ax.set_title(f"{RECIPE_NAMES[recipe]}: {metric}", fontsize=9)
+            ax.set_xlabel("training steps")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(OUT / "curves.png")
+    plt.close(fig)
+
+    denoiser = read_rows(OUT / "denoiser.csv")
+    for recipe in recipes:
+        arms = [f"x0-const{recipe}", f"x0-min_snr{recipe}"]
+        if recipe == "":
+            arms += [a for a in ("x0-min_snr_g1", "x0-min_snr_g2", "x0-min_snr_g20") if any(
+                arm_of(r["run"]) == a for r in denoiser)]  # fmt: skip
+        chosen = [r for r in denoiser if arm_of(r["run"]) in arms]
+        if any(arm_of(r["run"]) == arms[0] for r in chosen):
+            heatmap(chosen, arms, "ema", OUT / f"heatmap_{RECIPE_NAMES[recipe]}.png",
+                    f"{RECIPE_NAMES[recipe]} recipe: unweighted x0-MSE on 1000 test images, fixed noise")  # fmt: skip
+
+    parts = []
+    for metric in ("fd_fashion", "sfd_fashion", "fd_fashion@ddpm100", "sfd_fashion@ddpm100"):
+        table = seed_table(rows, metric)
+        if not table:
+            continue
+        steps = sorted({s for cells in table.values() for s in cells})
+        lines = [[arm, *(fmt(cells[s]) if s in cells else "" for s in steps)] for arm, cells in table.items()]
+        parts.append(f"**{metric}**, seed mean (per seed)\n\n" + markdown(["arm", *map(str, steps)], lines))
+    floor = [r for r in rows if r["metric"].startswith("fd_fashion@seed") or r["run"] == "real-train"]
+    if floor:
+        lines = [[r["run"], str(r["step"]), r["metric"], f"{r['value']:.2f}"] for r in floor]
+        parts.append("**noise floor**\n\n" + markdown(["run", "step", "metric", "value"], lines))
+    path = OUT / "attribution.csv"
+    if path.exists():
+        lines = [[r["high"], r["low"], r["step"], r["switch_sigma"], f"{float(r['fd_fashion']):.1f}",
+                  f"{float(r['sfd_fashion']):.1f}"] for r in csv.DictReader(path.open())]  # fmt: skip
+        parts.append("**noise-band attribution** (Heun-10; `high` samples σ > switch, `low` below)\n\n"
+                     + markdown(["high", "low", "step", "switch σ", "FD-fashion", "sFD-fashion"], lines))  # fmt: skip
+    if denoiser:
+        last = max(int(r["step"]) for r in denoiser if int(r["step"]) <= 1500)
+        means = arm_means([r for r in denoiser if int(r["step"]) == last], "ema")
+        ts = sorted({int(r["t"]) for r in denoiser}, reverse=True)
+        lines = [[arm, *(f"{cells[(last, t)]:.3g}" for t in ts)] for arm, cells in means.items()]
+        f0 = denoiser[0]
+        lines.append(["floors: zero / data mean / class mean", f"{float(f0['floor_zero']):.3g}",
+                      f"{float(f0['floor_mean']):.3g}", f"{float(f0['floor_class_mean']):.3g}"])  # fmt: skip
+        snr = {int(r["t"]): float(r["snr"]) for r in denoiser}
+        parts.append(f"**x0-MSE at step {last}**, seed mean, by t (SNR)\n\n"
+                     + markdown(["arm", *(f"{t} ({snr[t]:.2g})" for t in ts)], lines))  # fmt: skip
+    (OUT / "tables.md").write_text("\n\n".join(parts) + "\n")
+    print((OUT / "tables.md").read_text())
 
 
 if __name__ == "__main__":
