@@ -273,7 +273,7 @@ def report() -> None:
         if recipe == "":
             arms += [a for a in ("x0-min_snr_g1", "x0-min_snr_g2", "x0-min_snr_g20") if any(
                 arm_of(r["run"]) == a for r in denoiser)]  # fmt: skip
-        chosen = [r for r in denoiser if arm_of(r["run"]) in arms]
+        chosen = [r for r in denoiser if arm_of(r["run"]) in arms and int(r["step"]) % 500 == 0]
         if any(arm_of(r["run"]) == arms[0] for r in chosen):
             heatmap(chosen, arms, "ema", OUT / f"heatmap_{RECIPE_NAMES[recipe]}.png",
                     f"{RECIPE_NAMES[recipe]} recipe: unweighted x0-MSE on 1000 test images, fixed noise")  # fmt: skip

@@ -91,8 +91,9 @@ def heatmap(rows: list[dict], arms: list[str], weights: str, path: Path, title: 
     ts = sorted({t for (_, t) in means[base]}, reverse=True)  # noisy on the left, as a sampler goes
     panels = [(f"{base}: error / class-mean floor", means[base], {k: floor for k in means[base]})]
     panels += [(f"{arm} / {base}", means[arm], means[base]) for arm in arms[1:] if arm in means]
-    fig, axes = plt.subplots(len(panels), 1, figsize=(1.0 + 0.62 * len(ts), 0.9 + 0.42 * 7 * len(panels)),
-                             dpi=120, squeeze=False)  # fmt: skip
+    rows_per_panel = len({s for (s, _) in means[base]})
+    fig, axes = plt.subplots(len(panels), 1, figsize=(1.5 + 0.62 * len(ts), 1.0 + (1.1 + 0.35 * rows_per_panel)
+                             * len(panels)), dpi=120, squeeze=False, constrained_layout=True)  # fmt: skip
     for ax, (name, num, den) in zip(axes[:, 0], panels, strict=True):
         steps = sorted({s for (s, t) in num if (s, t) in den})
         ratio = np.full((len(steps), len(ts)), np.nan)
@@ -104,7 +105,9 @@ def heatmap(rows: list[dict], arms: list[str], weights: str, path: Path, title: 
         for i in range(len(steps)):
             for j in range(len(ts)):
                 if math.isfinite(ratio[i, j]):
-                    ax.text(j, i, f"{ratio[i, j]:.2g}", ha="center", va="center", fontsize=6.5)
+                    dark = abs(math.log2(ratio[i, j])) > 1.3
+                    ax.text(j, i, f"{ratio[i, j]:.2g}", ha="center", va="center", fontsize=6.5,
+                            color="white" if dark else "black")  # fmt: skip
         ax.set_xticks(range(len(ts)), [f"{t}\n{snr[t]:.2g}" for t in ts], fontsize=6.5)
         ax.set_yticks(range(len(steps)), steps, fontsize=7)
         ax.set_ylabel("step")
@@ -112,7 +115,7 @@ def heatmap(rows: list[dict], arms: list[str], weights: str, path: Path, title: 
     axes[-1, 0].set_xlabel("t (top) and SNR (bottom); noisy levels on the left")
     fig.colorbar(image, ax=axes[:, 0], label="log2 ratio (blue < 1 < red)", shrink=0.8)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, bbox_inches="tight")
+    fig.savefig(path)
     plt.close(fig)
 
 
