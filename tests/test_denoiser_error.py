@@ -99,3 +99,21 @@ def test_the_tool_writes_one_row_per_checkpoint_and_t_resumes_and_draws(runs, tm
 def test_a_run_without_checkpoints_is_one_line_and_exit_2(tmp_path):
     res = tool(str(tmp_path / "nothing"), "--out", str(tmp_path / "out"))
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "has no checkpoints" in res.stderr
+
+
+def test_the_tool_reads_latent_directories_in_unscaled_latent_units(latents, tmp_path):
+    """On latents the held-out x is the posterior mean of each unflipped image, compared in the units of z (the
+    checkpoint's scale factor undone), so the zero floor is mean μ² of the stored moments."""
+    run = tmp_path / "x0-const-s0"
+    args = ["--model", "DiT-T/4", "--data-path", str(latents), "--weighting", "const", "--max-steps", "1",
+            "--global-batch-size", "4", "--num-workers", "0", "--results-dir", str(run)]  # fmt: skip
+    res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = tool(str(run), "--out", str(tmp_path / "out"), "--data-path", str(latents), "--num-images", "8",
+               "--timesteps", "500")  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    (row,) = csv.DictReader((tmp_path / "out/denoiser.csv").open())
+    mu = np.concatenate([np.load(p)[:, 0, 0] for p in sorted(latents.glob("shard-*.npy"))])[:8].astype(np.float64)
+    assert float(row["floor_zero"]) == pytest.approx(float((mu**2).mean()), rel=1e-5)
+    # DiT's output is exactly zero at init and one step of lr 1e-4 barely moves it: x̂0 ≈ 0, error ≈ the zero floor.
+    assert float(row["x0_mse"]) == pytest.approx(float(row["floor_zero"]), rel=0.05)
