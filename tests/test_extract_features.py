@@ -56,6 +56,13 @@ def test_shards_manifest_and_flips(folder_and_vae, tmp_path):
     assert manifest["scale_factor"] == 0.18215 and manifest["image_size"] == 16
     moments = np.concatenate([np.load(tmp_path / "lat" / s["file"]) for s in manifest["shards"]])
     assert moments.shape == (5, 2, 2, 4, 8, 8) and moments.dtype == np.float16
+    # The manifest's per-channel statistics of z = μ + σ·ε over both flips: mean E[μ], variance E[μ² + σ²] − E[μ]².
+    m = moments.astype(np.float64)
+    mu, sigma = m[:, :, 0].transpose(2, 0, 1, 3, 4), m[:, :, 1].transpose(2, 0, 1, 3, 4)  # [C, 5, 2, 8, 8]
+    mean = mu.reshape(4, -1).mean(1)
+    std = np.sqrt((mu**2 + sigma**2).reshape(4, -1).mean(1) - mean**2)
+    np.testing.assert_allclose(manifest["normalization"]["mean"], mean, rtol=1e-9)
+    np.testing.assert_allclose(manifest["normalization"]["std"], std, rtol=1e-9)
 
     vae = AutoencoderKL.from_pretrained(root / "vae").eval()
     image = Image.open(root / "images/dog/4.png").convert("RGB")
