@@ -70,7 +70,8 @@ SWITCH_SIGMA = 1.0
 def run_flags(name: str) -> list[str]:
     """train.py flags of a run named x0-<weighting>[_g<γ>][<recipe>]-s<seed>."""
     body, seed = name.rsplit("-s", 1)
-    arm, recipe = next((body[: -len(r)], r) for r in sorted(RECIPES, key=len, reverse=True) if body.endswith(r))
+    recipe = next(r for r in sorted(RECIPES, key=len, reverse=True) if body.endswith(r))
+    arm = body[: len(body) - len(recipe)]
     weighting = arm.removeprefix("x0-")
     gamma = "5"
     if "_g" in weighting:
