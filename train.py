@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from data import ResumableSampler, open_training_data
 from diffusion import create_diffusion
-from diffusion.bands import BAND_NAMES, band_of_timestep
+from diffusion.bands import BAND_NAMES, band_of_snr
 from models import check_model_name, create_model, load_weights
 from training import dist, precision
 from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
@@ -114,6 +114,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
 
     gen = torch.Generator(ctx.device)
     sums = torch.zeros(2, device=ctx.device, dtype=torch.float64)  # loss, grad norm, summed over steps
+    band_of_t = torch.as_tensor(band_of_snr(diffusion.snr), device=ctx.device)  # [T] band index of each step
     band_sums = torch.zeros(2, len(BAND_NAMES), device=ctx.device, dtype=torch.float64)  # [x0-MSE sum, count]
     n_steps = 0
     tic, bar = time.time(), tqdm(total=args.max_steps, initial=step, disable=not ctx.is_main, desc="train")
@@ -149,7 +150,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
 
         sums += torch.stack([loss.detach(), grad_norm.detach()]).double()
         n_steps += 1
-        band = band_of_timestep(diffusion.snr, t)
+        band = band_of_t[t]
         band_sums[0].index_add_(0, band, terms["x0_mse"].double())
         band_sums[1].index_add_(0, band, torch.ones_like(band, dtype=torch.float64))
         if step % args.log_every == 0 or step == args.max_steps:

@@ -78,8 +78,9 @@ def open_training_data(
     normalize = data_norm == "channel"
     if path is None:
         ds = FashionMNIST("train")
-        norm = channel_stats(ds.images[i : i + 10_000].float() / 127.5 - 1.0 for i in range(0, len(ds), 10_000))
-        norm = norm if normalize else None
+        norm = None
+        if normalize:
+            norm = channel_stats(ds.images[i : i + 10_000].float() / 127.5 - 1 for i in range(0, len(ds), 10_000))
         return TrainingData(ds, "pixel", ds.shape, ds.num_classes, "Fashion-MNIST train (60K, pixel space)",
                             normalization=norm)  # fmt: skip
     root = Path(path)

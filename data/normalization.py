@@ -69,37 +69,39 @@ class Normalization:
         return norm
 
 
-def channel_stats(batches) -> Normalization:
-    """Mean and std (population) per channel over an iterable of [B, C, ...] batches, accumulated in float64."""
-    total = sq = None
+def _from_moments(parts) -> Normalization:
+    """Per-channel mean and std from an iterable of (values [C, N], second moments [C, N]) in float64:
+    mean = ΣE[x]/N, std = √(ΣE[x²]/N − mean²)."""
+    total = sq = 0.0
     count = 0
-    for x in batches:
-        x = torch.as_tensor(x).double().transpose(0, 1).reshape(x.shape[1], -1)  # [C, B·H·W]
-        total = x.sum(1) if total is None else total + x.sum(1)
-        sq = (x**2).sum(1) if sq is None else sq + (x**2).sum(1)
-        count += x.shape[1]
+    for values, squares in parts:
+        total, sq, count = total + values.sum(1), sq + squares.sum(1), count + values.shape[1]
     if count == 0:
         raise ValueError("no data to compute normalisation statistics from")
     mean = total / count
-    var = (sq / count - mean**2).clamp(min=0)
-    return Normalization(tuple(mean.tolist()), tuple(var.sqrt().tolist()))
+    std = np.sqrt(np.maximum(sq / count - mean**2, 0))
+    return Normalization(tuple(mean.tolist()), tuple(std.tolist()))
+
+
+def _flat_channels(x: np.ndarray, axis: int) -> np.ndarray:
+    """Channel ``axis`` first, everything else flattened: [C, N]."""
+    return np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+
+
+def channel_stats(batches) -> Normalization:
+    """Mean and std (population) per channel over an iterable of [B, C, ...] batches, accumulated in float64."""
+    flat = (_flat_channels(torch.as_tensor(x).double().numpy(), 1) for x in batches)
+    return _from_moments((x, x**2) for x in flat)
 
 
 def latent_channel_stats(shards) -> Normalization:
     """Per-channel mean and std of the latents that training draws, z = μ + σ·ε with a fair-coin flip, from
     moment shards [n, 2 (flip), 2 (μ, σ), C, h, w]: E[z] = E[μ] and E[z²] = E[μ²] + E[σ²], over both flips."""
-    total = sq = None
-    count = 0
-    for moments in shards:
-        m = np.asarray(moments, dtype=np.float64)
-        mu = np.moveaxis(m[:, :, 0], 2, 0).reshape(m.shape[3], -1)  # [C, n·2·h·w]
-        sigma = np.moveaxis(m[:, :, 1], 2, 0).reshape(m.shape[3], -1)
-        total = mu.sum(1) if total is None else total + mu.sum(1)
-        part = (mu**2 + sigma**2).sum(1)
-        sq = part if sq is None else sq + part
-        count += mu.shape[1]
-    if count == 0:
-        raise ValueError("no latents to compute normalisation statistics from")
-    mean = total / count
-    std = np.sqrt(np.maximum(sq / count - mean**2, 0))
-    return Normalization(tuple(mean.tolist()), tuple(std.tolist()))
+
+    def parts():
+        for moments in shards:
+            m = np.asarray(moments, dtype=np.float64)
+            mu, sigma = _flat_channels(m[:, :, 0], 2), _flat_channels(m[:, :, 1], 2)  # [C, n·2·h·w]
+            yield mu, mu**2 + sigma**2
+
+    return _from_moments(parts())

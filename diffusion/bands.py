@@ -7,7 +7,6 @@ On the cosine schedule with T = 1000 the edges fall at t ≈ 936, 806, 500, 196 
 """
 
 import numpy as np
-import torch
 
 SNR_EDGES = (0.01, 0.1, 1.0, 10.0, 100.0)
 
@@ -26,8 +25,3 @@ BAND_NAMES = (
 def band_of_snr(snr: np.ndarray) -> np.ndarray:
     """The band index (0 = noisiest … 5 = cleanest) of each SNR: band k holds SNR_EDGES[k−1] ≤ SNR < SNR_EDGES[k]."""
     return np.searchsorted(np.asarray(SNR_EDGES), np.asarray(snr, dtype=np.float64), side="right")
-
-
-def band_of_timestep(snr_table: np.ndarray, t: torch.Tensor) -> torch.Tensor:
-    """The band index of each training timestep t, given the diffusion's SNR table (length T)."""
-    return torch.as_tensor(band_of_snr(snr_table), device=t.device)[t]

@@ -51,19 +51,22 @@ class FashionClassifier(nn.Module):
     def logits_and_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x float [B, 1, 32, 32] in [-1, 1] -> (logits [B, 10], features [B, 128]). The features are taken before
         the ReLU: after it, units that never fire would make every covariance singular."""
+        logits, h, _ = self._stages(x)
+        return logits, h
+
+    def _stages(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits, pre-ReLU features, the second stage's [B, 64, 8, 8] map)."""
+        early = self.body[:2](x)
         linear, relu = self.features
-        h = linear(self.body(x))  # [B, 128]
-        return self.classifier(relu(h)), h
+        h = linear(self.body[2:](early))  # [B, 128]
+        return self.classifier(relu(h)), h, early
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"pool": the 128-d features (global shape), "spatial": the second stage's first 7 channels at 8×8, in
         HWC order (448-d; local detail, the analogue of sFID's mixed_6/conv), "logits"}."""
-        x = self.to_input(images)
-        early = self.body[:2](x)  # [B, 64, 8, 8]
-        linear, relu = self.features
-        h = linear(self.body[2:](early))
+        logits, h, early = self._stages(self.to_input(images))
         spatial = early[:, : self.spatial_channels].permute(0, 2, 3, 1).flatten(1)
-        return {"pool": h.double(), "spatial": spatial.double(), "logits": self.classifier(relu(h)).double()}
+        return {"pool": h.double(), "spatial": spatial.double(), "logits": logits.double()}
 
 
 def find_weights(weights: str | None) -> Path:

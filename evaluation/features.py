@@ -156,7 +156,11 @@ class Extractor:
 
 EXTRACTORS = {
     "inception": Extractor(find_inception_weights, InceptionV3, {"pool": 2048, "spatial": 17 * 17 * 7, "logits": 1008}),
-    "fashion": Extractor(fashion.find_weights, fashion.build, {"pool": 128, "spatial": 7 * 8 * 8, "logits": 10}),
+    "fashion": Extractor(
+        fashion.find_weights,
+        fashion.build,
+        {"pool": fashion.FashionClassifier.feature_dim, "spatial": fashion.FashionClassifier.spatial_dim, "logits": 10},
+    ),  # fmt: skip
 }
 
 

@@ -13,7 +13,7 @@ import torch
 
 from data.latents import shard_name, write_manifest, write_shard
 from diffusion import create_diffusion
-from diffusion.bands import BAND_NAMES, SNR_EDGES, band_of_snr, band_of_timestep
+from diffusion.bands import BAND_NAMES, SNR_EDGES, band_of_snr
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +31,7 @@ def test_cosine_band_edges_fall_where_the_closed_form_puts_them():
     """On the cosine schedule SNR(τ) = cot²(π/2·(τ + s)/(1 + s)); the edge SNR = e sits at
     τ = (1 + s)·(2/π)·arctan(1/√e) − s. The band index steps up exactly after those t."""
     d = create_diffusion(noise_schedule="cosine", prediction="x0", weighting="const", learn_sigma=False)
-    bands = band_of_timestep(d.snr, torch.arange(1000)).numpy()
+    bands = band_of_snr(d.snr)
     s = 0.008
     for k, edge in enumerate(SNR_EDGES):
         tau = (1 + s) * (2 / math.pi) * math.atan(1 / math.sqrt(edge)) - s
