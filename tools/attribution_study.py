@@ -15,7 +15,7 @@ The protocol, fixed before anything ran:
     drop 0.15;
   - ``γ``: Min-SNR-γ with γ = 1, 2 and 20 (γ = 5 is the base arm);
   - training length: the base pair continued to 3000 steps.
-- **Seeds.** 0 and 1 for every arm of the three recipes; seed 0 for the γ sweep.
+- **Seeds.** 0 and 1 for every arm.
 - **Scores** (every run, same samples and seeds at every checkpoint):
   - the denoiser's unweighted x0-MSE at 14 fixed t on the first 1000 test images with one fixed noise draw, at
     every 500 steps (``denoiser.csv``; tools/denoiser_error.py);
@@ -84,7 +84,7 @@ def plan(stage: int) -> list[list[str]]:
     if stage == 2:
         return [["x0-const-s0", "x0-const-s1"], ["x0-min_snr-s0", "x0-min_snr-s1"]]
     order = [f"{arm}{recipe}-s{seed}" for recipe in RECIPES for seed in (0, 1) for arm in ("x0-const", "x0-min_snr")]
-    order += ["x0-min_snr_g1-s0", "x0-min_snr_g20-s0", "x0-min_snr_g2-s0"]
+    order += [f"x0-min_snr_g{gamma}-s{seed}" for seed in (0, 1) for gamma in (1, 20, 2)]
     return [order[0::2], order[1::2]]
 
 
