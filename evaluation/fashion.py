@@ -127,3 +127,13 @@ def load_fashion_classifier(
     model = FashionClassifier()
     model.load_state_dict(state)
     return model.to(device).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def label_accuracy(images: np.ndarray, labels: np.ndarray, model: FashionClassifier | None = None) -> float:
+    """The fraction of uint8 images [N, H, W, 1] that the classifier (default: the committed one) assigns to
+    ``labels`` [N]: how recognisable class-conditional samples are."""
+    model = model or load_fashion_classifier()
+    batches = np.array_split(images, max(1, len(images) // 500))
+    logits = torch.cat([model(torch.from_numpy(b))["logits"] for b in batches])
+    return float((logits.argmax(1).numpy() == np.asarray(labels)).mean())
