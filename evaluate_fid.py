@@ -16,14 +16,13 @@ import warnings
 from pathlib import Path
 
 from evaluation import EXTRACTORS, evaluate
+from training.cli import OneLineParser
 
 LABELS = {"fid": "FID", "sfid": "sFID", "is": "IS"}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("ref", metavar="REF", help="reference: ADM .npz, sample .npz, image folder or statistics file")
     p.add_argument("sample", metavar="SAMPLE", help="samples: .npz (arr_0 uint8 [N, H, W, C]) or image folder")
     p.add_argument("--metrics", default=None,

@@ -24,12 +24,11 @@ from data.latents import shard_name, write_manifest, write_shard
 from data.normalization import latent_channel_stats
 from data.vae import SCALE_FACTOR, VAES, load_vae
 from training import dist
+from training.cli import OneLineParser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data-path", required=True, help="image folder: one subfolder per class")
     p.add_argument("--out", required=True, help="output directory for shards and manifest.json")
     p.add_argument("--image-size", type=int, default=256, help="ADM center-crop size (256 or 512)")

@@ -22,7 +22,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from data.vae import load_vae
-from diffusion import classifier_free_guidance, create_diffusion, switch_at_sigma
+from diffusion import classifier_free_guidance, create_diffusion, switch_at_sigma, timestep_interval_sigmas
 from diffusion.samplers import SAMPLERS, get_sampler
 from sampling import (
     PerSampleNoise,
@@ -35,10 +35,11 @@ from sampling import (
     write_shard,
 )
 from training import dist, precision
+from training.cli import OneLineParser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
     a("--ckpt", required=True, help="our checkpoint (RUN/checkpoints/NNNNNNN.pt), or a released DiT / Min-SNR file")
     a("--model", help="the model name; needed for released DiT checkpoints, checked against ours")
@@ -49,7 +50,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--steps", type=int, default=50, help="sampler steps (Heun: NFE = 2·steps − 1)")
     a("--cfg-scale", type=float, default=1.5, help="classifier-free guidance scale; 1 = no guidance")
     a("--cfg-channels", type=int, help="guide only the first N output channels (DiT's parity setting: 3)")
-    a("--guidance-interval", help="LO,HI: guide only where LO ≤ σ_t ≤ HI (Kynkäänniemi et al. 2024)")
+    a(
+        "--guidance-interval",
+        help="LO,HI: guide only where LO ≤ σ_t ≤ HI (Kynkäänniemi et al. 2024); t:LO,HI: only "
+        "at model timesteps LO..HI, the official Min-SNR form (t:0,800 for its FID 1.57)",
+    )
+    a(
+        "--sigma-max",
+        type=float,
+        default=80.0,
+        help="Heun, DPM++: the largest σ of the EDM levels (clipped to the model's)",
+    )
+    a("--rho", type=float, default=7.0, help="Heun, DPM++: the EDM level spacing ρ (7 = EDM's and the paper's)")
     a("--num-samples", type=int, default=50_000)
     a("--per-proc-batch-size", type=int, default=32)
     a("--seed", type=int, default=0, help="sample i uses seed + i")
@@ -60,12 +72,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.num_samples < 2 or args.per_proc_batch_size < 1 or args.steps < 1:
         p.error("--num-samples must be >= 2, --per-proc-batch-size and --steps >= 1")
+    if args.sigma_max <= 0 or args.rho <= 0:
+        p.error(f"--sigma-max and --rho must be > 0, got {args.sigma_max:g} and {args.rho:g}")
     if args.guidance_interval:
+        kind, _, text = args.guidance_interval.rpartition(":")
         try:
-            lo, hi = (float(v) for v in args.guidance_interval.split(","))
+            lo, hi = (float(v) for v in text.split(","))
         except ValueError:
-            p.error(f"--guidance-interval takes LO,HI, got {args.guidance_interval!r}")
-        args.guidance_interval = (lo, hi)
+            lo = None
+        if lo is None or kind not in ("", "t"):
+            p.error(f"--guidance-interval takes LO,HI (σ) or t:LO,HI (timesteps), got {args.guidance_interval!r}")
+        args.guidance_interval = (lo, hi, kind or "sigma")
     if args.out is None:
         ckpt = Path(args.ckpt)
         folder = ckpt.parent.parent / "samples" if ckpt.parent.name == "checkpoints" else Path("samples")
@@ -75,8 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def settings(args, spec) -> dict:
     """What determines the pixels; a re-run must match it to reuse shards."""
-    keep = ("ckpt", "weights", "sampler", "steps", "cfg_scale", "cfg_channels", "guidance_interval", "num_samples",
-            "per_proc_batch_size", "seed", "precision", "vae", "low_ckpt", "switch_sigma")  # fmt: skip
+    keep = ("ckpt", "weights", "sampler", "steps", "cfg_scale", "cfg_channels", "guidance_interval", "sigma_max",
+            "rho", "num_samples", "per_proc_batch_size", "seed", "precision", "vae", "low_ckpt",
+            "switch_sigma")  # fmt: skip
     low = str(Path(args.low_ckpt).resolve()) if args.low_ckpt else None
     return {**{k: getattr(args, k) for k in keep}, "ckpt": str(Path(args.ckpt).resolve()), "low_ckpt": low,
             "model": spec.model, "prediction": spec.prediction, "noise_schedule": spec.noise_schedule,
@@ -116,8 +134,11 @@ def setup(args, ctx: dist.Context) -> dict:
         with precision.autocast(ctx.device, args.precision):
             return model(x, t, y).float()
 
-    guided = classifier_free_guidance(net, args.cfg_scale, spec.null_class, args.cfg_channels,
-                                      args.guidance_interval, diffusion)  # fmt: skip
+    interval = args.guidance_interval
+    if interval is not None:
+        lo, hi, kind = interval
+        interval = timestep_interval_sigmas(lo, hi, diffusion) if kind == "t" else (lo, hi)
+    guided = classifier_free_guidance(net, args.cfg_scale, spec.null_class, args.cfg_channels, interval, diffusion)
     shards = args.out.parent / f"{args.out.name}.shards"
     wanted = settings(args, spec)
     shards.mkdir(parents=True, exist_ok=True)
@@ -147,7 +168,10 @@ def sample(args, ctx: dist.Context, guided, diffusion, vae, spec, shards: Path) 
         noise = PerSampleNoise(args.seed, start, stop)
         x = noise(torch.empty(stop - start, *shape, device=ctx.device))
         y = class_labels(start, stop, spec.num_classes).to(ctx.device)
-        extra = {"noise_fn": noise} if args.sampler in ("ddpm", "ddim") else {}
+        if args.sampler in ("ddpm", "ddim"):
+            extra = {"noise_fn": noise}
+        else:
+            extra = {"sigma_max": args.sigma_max, "rho": args.rho}
         x = sampler(guided, x, diffusion, args.steps, {"y": y}, **extra)
         x = spec.to_data(x)  # undo the training normalisation (or the latent scale factor)
         if vae is not None:

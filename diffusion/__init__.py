@@ -1,7 +1,7 @@
 """Gaussian diffusion with selectable prediction targets, loss weightings (Min-SNR-γ and others) and samplers."""
 
 from .gaussian_diffusion import GaussianDiffusion, create_diffusion
-from .guidance import classifier_free_guidance
+from .guidance import classifier_free_guidance, timestep_interval_sigmas
 from .samplers import SAMPLERS, get_sampler, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_heun
 from .schedules import SCHEDULES, betas_for_schedule, space_timesteps
 from .switch import switch_at_sigma
@@ -11,6 +11,7 @@ __all__ = [
     "GaussianDiffusion",
     "create_diffusion",
     "classifier_free_guidance",
+    "timestep_interval_sigmas",
     "SAMPLERS",
     "get_sampler",
     "sample_ddpm",

@@ -44,3 +44,13 @@ def classifier_free_guidance(
         return torch.cat([cond[:, :k] + (s - 1) * (cond[:, :k] - uncond[:, :k]), cond[:, k:]], dim=1)
 
     return guided
+
+
+def timestep_interval_sigmas(lo_t: int, hi_t: int, diffusion: GaussianDiffusion) -> tuple[float, float]:
+    """The σ interval [σ_LO, σ_HI] that holds exactly the model timesteps LO..HI, σ_t = √(1/ᾱ_t − 1) increasing
+    in t. This is how the official limited-interval run (Min-SNR repository,
+    configs/in256/inference_limited_interval_guidance.sh: ``--t_from 0 --t_to 800``) names its interval."""
+    last = diffusion.num_timesteps - 1
+    if not (float(lo_t).is_integer() and float(hi_t).is_integer() and 0 <= lo_t <= hi_t <= last):
+        raise ValueError(f"a t interval needs whole timesteps with 0 <= LO <= HI <= {last}, got {lo_t},{hi_t}")
+    return float(diffusion.sigmas[int(lo_t)]), float(diffusion.sigmas[int(hi_t)])

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from training.atomic import atomic_write
+from training.checkpoint import load_weights_only
 
 from . import fashion
 
@@ -29,16 +30,7 @@ def read_state_dict_bytes(path: Path) -> bytes:
     """The bytes of a weights file, after checking that ``torch.load(weights_only=True)`` reads them: a file that
     would need arbitrary pickled code, or a truncated one, raises ValueError with one clear line."""
     data = path.read_bytes()
-    try:
-        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # junk fails in many ways: KeyError, RuntimeError, EOFError, UnpicklingError, ...
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-        detail = next((line for line in lines if "Unsupported" in line), lines[0])
-        if "Unsupported global" in detail:  # the pickle names Python code to run
-            raise ValueError(
-                f"refusing to load {path}: it needs arbitrary pickled code, which is never run ({detail})"
-            ) from None
-        raise ValueError(f"weights file {path} is unreadable or truncated ({type(err).__name__}: {detail})") from None
+    load_weights_only(io.BytesIO(data), path)
     return data
 
 

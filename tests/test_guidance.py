@@ -2,10 +2,11 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from diffusion import classifier_free_guidance, create_diffusion, get_sampler
+from diffusion import classifier_free_guidance, create_diffusion, get_sampler, timestep_interval_sigmas
 
 MUS, S = [-0.5, 0.5], 0.3  # class 0, class 1; label 2 is the null class
 
@@ -65,6 +66,38 @@ def test_guidance_interval_leaves_other_noise_levels_unguided(setup):
     assert inside.any() and (~inside).any()
     assert torch.equal(out[~inside], cond[~inside])
     assert torch.all((out[inside] - cond[inside]).abs().flatten(1).amax(1) > 0)
+
+
+def official_sigmas(M: int = 1000) -> np.ndarray:
+    """σ of model timestep t as the official sampler (scripts_vit/sampler_edm.py, EDM's "iddpm" discretisation with
+    C_1 = 0.001, C_2 = 0.008) builds them: u_M = 0, u_{j−1} = √((u_j² + 1)/max(ᾱ(j−1)/ᾱ(j), C_1) − 1) with
+    ᾱ(j) = sin²(π/2 · j/(M·(1 + C_2))); index j is model timestep t = M − 1 − j."""
+    alpha_bar = lambda j: math.sin(0.5 * math.pi * j / M / 1.008) ** 2  # noqa: E731
+    u = [0.0] * (M + 1)
+    for j in range(M, 0, -1):
+        u[j - 1] = math.sqrt((u[j] ** 2 + 1) / max(alpha_bar(j - 1) / alpha_bar(j), 0.001) - 1)
+    return np.array(u[:M][::-1])
+
+
+def test_the_t_form_of_the_interval_is_the_official_one():
+    """t:0,800 (the official FID-1.57 run: --t_from 0 --t_to 800) is [σ_0, σ_800] of the official σ table, and
+    guides exactly the timesteps 0..800."""
+    d = create_diffusion(noise_schedule="cosine", prediction="x0", learn_sigma=False)
+    np.testing.assert_allclose(d.sigmas, official_sigmas(), rtol=1e-6)
+    lo, hi = timestep_interval_sigmas(0, 800, d)
+    assert lo == pytest.approx(0.0064254, rel=1e-4) and hi == pytest.approx(3.12038, rel=1e-5)
+    t = torch.arange(1000)
+    model = lambda x, t, y: x + y.reshape(-1, 1, 1, 1)  # noqa: E731  the null answer differs from the conditional
+    out = classifier_free_guidance(model, 2.1, null_class=0, sigma_interval=(lo, hi), diffusion=d)(
+        torch.zeros(1000, 1, 1, 1), t, torch.ones(1000, dtype=torch.long)
+    )
+    assert torch.nonzero(out.flatten() != 1).flatten().tolist() == list(range(801))
+
+
+@pytest.mark.parametrize("lo,hi", [(-1, 800), (0, 1000), (800, 0), (0.5, 800)])
+def test_a_t_interval_needs_whole_ordered_timesteps(lo, hi):
+    with pytest.raises(ValueError, match=r"whole timesteps with 0 <= LO <= HI <= 999"):
+        timestep_interval_sigmas(lo, hi, create_diffusion())
 
 
 @pytest.mark.parametrize("sampler", ["heun", "ddim"])

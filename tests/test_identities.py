@@ -42,7 +42,8 @@ def test_posterior_matches_gaussian_conditioning():
         assert log_var[i].item() == pytest.approx(-math.log(precision), rel=1e-5)
     # At t = 0 the posterior collapses onto x0.
     m0, v0, _ = d.q_posterior(x0, x_t, torch.zeros(5, dtype=torch.long))
-    torch.testing.assert_close(m0, x0) and torch.testing.assert_close(v0, torch.zeros_like(v0))
+    torch.testing.assert_close(m0, x0)
+    torch.testing.assert_close(v0, torch.zeros_like(v0))
 
 
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])

@@ -156,6 +156,10 @@ def test_official_minsnr_release_is_converted(tmp_path):
         (["--model", "ViT-T/4"], "is a checkpoint of DiT-T/4, but --model is ViT-T/4"),
         (["--cfg-channels", "2"], "--cfg-channels 2 is not within 1..1"),
         (["--vae", "/nonexistent-vae"], "cannot load the VAE '/nonexistent-vae'"),
+        (["--guidance-interval", "t:0,1000"], "whole timesteps with 0 <= LO <= HI <= 999"),
+        (["--guidance-interval", "s:0,1"], "takes LO,HI (σ) or t:LO,HI (timesteps)"),
+        (["--guidance-interval", "t:0"], "takes LO,HI (σ) or t:LO,HI (timesteps)"),
+        (["--rho", "0"], "--sigma-max and --rho must be > 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(ckpt, tmp_path, extra, message):
@@ -163,6 +167,18 @@ def test_bad_input_is_one_line_and_exit_code_2(ckpt, tmp_path, extra, message):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], res.stderr
     assert not (tmp_path / "s.npz").exists()
+
+
+def test_heun_takes_the_edm_discretisation_knobs(ckpt, tmp_path):
+    """--sigma-max and --rho reach the sampler: the defaults reproduce the plain run, other values change it."""
+    heun = ["--sampler", "heun", "--steps", "3"]
+    sample([*quick(ckpt, tmp_path / "a.npz"), *heun])
+    sample([*quick(ckpt, tmp_path / "b.npz"), *heun, "--sigma-max", "80", "--rho", "7"])
+    sample([*quick(ckpt, tmp_path / "c.npz"), *heun, "--sigma-max", "10"])
+    sample([*quick(ckpt, tmp_path / "d.npz"), *heun, "--rho", "3"])
+    arrays = {k: np.load(tmp_path / f"{k}.npz")["arr_0"] for k in "abcd"}
+    assert np.array_equal(arrays["a"], arrays["b"])
+    assert not np.array_equal(arrays["a"], arrays["c"]) and not np.array_equal(arrays["a"], arrays["d"])
 
 
 def test_bad_files_are_refused(tmp_path):

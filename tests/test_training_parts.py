@@ -42,6 +42,17 @@ def test_code_carrying_and_truncated_files_are_refused(tmp_path):
         load_checkpoint(tmp_path / "none.pt")
 
 
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, b"", b"PK\x03\x04" + b"\0" * 40, b"\x80\x02}q\x00."[:5]])
+def test_junk_is_called_unreadable_and_unsafe_loading_is_never_suggested(tmp_path, content):
+    """Random bytes, an empty file, a cut zip and a cut pickle: one line, 'unreadable', no weights_only advice."""
+    (tmp_path / "junk.pt").write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(tmp_path / "junk.pt")
+    message = str(err.value)
+    assert "junk.pt is unreadable or truncated, or not a PyTorch file" in message and "\n" not in message
+    assert "weights_only" not in message and "pickled code" not in message
+
+
 def test_keep_last_k(tmp_path):
     for step in (5, 10, 15, 20):
         save_atomic({"step": step}, tmp_path / f"{step:07d}.pt")

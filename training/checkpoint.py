@@ -4,7 +4,6 @@ Our checkpoints hold only tensors, numbers, strings and plain containers, so ``t
 reads them; a file that would need arbitrary code is refused with a clear message.
 """
 
-import pickle
 import re
 from pathlib import Path
 
@@ -40,18 +39,28 @@ def prune_checkpoints(directory: str | Path, keep: int) -> None:
             old.unlink()
 
 
+def load_weights_only(source, path: str | Path, map_location="cpu"):
+    """``torch.load(source, weights_only=True)`` where ``source`` is ``path`` or its bytes. Every failure becomes
+    one ValueError line naming ``path``: code-carrying pickles are refused as such, and anything else (random
+    bytes, a cut file, another format) is called unreadable. torch's own advice to load unsafely is never quoted."""
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except Exception as err:  # junk fails in many ways: UnpicklingError, RuntimeError, EOFError, KeyError, ...
+        text = str(err).split("WeightsUnpickler error:")[-1]
+        lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+        first = lines[0] if lines else type(err).__name__
+        if first.startswith("Unsupported global"):  # the pickle names Python code to run
+            raise ValueError(
+                f"refusing to load {path}: it needs arbitrary pickled code, which is never executed here ({first})"
+            ) from None
+        raise ValueError(
+            f"{path} is unreadable or truncated, or not a PyTorch file ({type(err).__name__}: {first})"
+        ) from None
+
+
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """``torch.load(path, weights_only=True)``; raises ValueError with one clear line for a missing, corrupt or
-    code-carrying file."""
+    """A checkpoint through :func:`load_weights_only`; a missing file is one clear line too."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"refusing to load {path}: it needs arbitrary pickled code, which is never executed here ({first})"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        raise ValueError(f"checkpoint {path} is unreadable or truncated: {str(err).splitlines()[0]}") from None
+    return load_weights_only(path, path, map_location)

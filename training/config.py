@@ -6,9 +6,11 @@ from pathlib import Path
 
 from training.precision import DTYPES
 
+from .cli import OneLineParser
+
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description="Train a class-conditional diffusion transformer. Run alone (`python train.py`) or under "
         "`torchrun --nproc_per_node=N train.py`. With no --data-path it trains on Fashion-MNIST on the CPU.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
