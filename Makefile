@@ -34,7 +34,7 @@ format: $(VENV)/.installed
 test: setup lint
 	$(BIN)/python -m pytest
 
-# Train a tiny ViT with Min-SNR-5 on Fashion-MNIST, sample it with Heun, score FD-fashion, plot (results/demo/).
+# Train a tiny DiT (x0, const) on Fashion-MNIST, sample it, score label accuracy and FD-fashion (results/demo/).
 demo: setup
 	PYTHONPATH=. $(BIN)/python tools/demo.py
 

@@ -48,5 +48,4 @@ def test_imagenet_configs_hold_the_official_values(name):
 
 
 def test_every_imagenet_config_is_checked():
-    shipped = {p.name for p in CONFIGS.glob("*.toml")}
-    assert shipped - {"fashion_vit-t4_x0_min_snr.toml"} == set(EXPECTED)
+    assert {p.name for p in CONFIGS.glob("*.toml") if not p.name.startswith("fashion_")} == set(EXPECTED)
