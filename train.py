@@ -46,6 +46,12 @@ def setup(args, ctx: dist.Context) -> dict:
         snr_gamma=args.snr_gamma,
         learn_sigma=args.learn_sigma,
         diffusion_steps=args.diffusion_steps,
+        timestep_sampling=args.timestep_sampling,
+        logit_normal=tuple(args.logit_normal),
+        laplace=tuple(args.laplace),
+        timestep_objective=args.timestep_objective,
+        sigma_data=args.sigma_data,
+        sigmoid_bias=args.sigmoid_bias,
     )
     check_model_name(args.model)
     data = open_training_data(args.data_path, args.vae, args.image_size, ctx.device, args.data_norm)

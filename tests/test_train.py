@@ -44,6 +44,18 @@ def logged(run_dir):
         return {int(r["step"]): r for r in csv.DictReader(f)}
 
 
+def test_the_timestep_density_reaches_training(latents, tmp_path):
+    """Laplace(0, 0.5) in log SNR almost never draws SNR < 0.01 (probability 5e-5), which uniform t draws 6.4% of the time
+    on the cosine schedule, so that band's logged x0 error is NaN (not drawn) in every interval."""
+    run([*TINY, "--data-path", str(latents), "--max-steps", "4", "--timestep-sampling", "laplace",
+         "--results-dir", str(tmp_path / "run")])  # fmt: skip
+    rows = logged(tmp_path / "run")
+    assert all(np.isnan(float(r["x0_mse_snr_lt_0.01"])) for r in rows.values())
+    assert all(
+        np.isfinite(float(r["x0_mse_snr_0.1-1"])) or np.isfinite(float(r["x0_mse_snr_1-10"])) for r in rows.values()
+    )
+
+
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_interrupted_and_resumed_equals_uninterrupted_bitwise(latents, tmp_path, nproc):
     base = [*TINY, "--data-path", str(latents), "--class-dropout", "0.2"]
@@ -97,6 +109,9 @@ def test_embedded_default_trains_without_a_data_path(tmp_path):
         (["--weighting", "minsnr"], "unknown weighting 'minsnr'"),
         (["--prediction", "score"], "unknown prediction 'score'"),
         (["--global-batch-size", "5"], "--global-batch-size 5 does not divide by 2 processes"),
+        (["--timestep-sampling", "beta"], "argument --timestep-sampling: invalid choice: 'beta'"),
+        (["--timestep-sampling", "laplace", "--laplace", "0", "0"], "the Laplace scale must be > 0, got 0.0"),
+        (["--weighting", "edm", "--sigma-data", "-1"], "sigma_data must be > 0, got -1.0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(latents, tmp_path, extra, message):
