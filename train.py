@@ -9,6 +9,7 @@ Bad input ends in one line and exit code 2 before any work starts.
 """
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -33,8 +34,11 @@ from training.logger import RunLogger
 
 
 def step_seed(seed: int, step: int, rank: int = -1) -> int:
-    """The seed of every draw made at ``step``; rank -1 is shared by all ranks (used for whole-batch draws)."""
-    return hash((seed, step, rank)) & (2**63 - 1)
+    """The seed of every draw made at ``step``; rank -1 is shared by all ranks (used for whole-batch draws).
+    Defined by a specification, so it never changes with the Python version: the first 8 bytes, little-endian,
+    of SHA-256 of the ASCII text "seed:step:rank", with the top bit cleared."""
+    digest = hashlib.sha256(f"{seed}:{step}:{rank}".encode("ascii")).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def setup(args, ctx: dist.Context) -> dict:
