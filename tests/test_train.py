@@ -13,7 +13,9 @@ import torch
 
 from data.latents import shard_name, write_manifest, write_shard
 from diffusion import create_diffusion
+from diffusion.bands import BAND_NAMES
 from models import check_model_name
+from sampling import load_for_sampling
 from training.checkpoint import load_checkpoint
 from training.config import parse_args
 
@@ -45,8 +47,8 @@ def logged(run_dir):
 
 
 def test_the_timestep_density_reaches_training(latents, tmp_path):
-    """Laplace(0, 0.5) in log SNR almost never draws SNR < 0.01 (probability 5e-5), which uniform t draws 6.4% of the time
-    on the cosine schedule, so that band's logged x0 error is NaN (not drawn) in every interval."""
+    """Laplace(0, 0.5) in log SNR almost never draws SNR < 0.01 (probability 5e-5), which uniform t draws 6.4% of
+    the time on the cosine schedule, so that band's logged x0 error is NaN (not drawn) in every interval."""
     run([*TINY, "--data-path", str(latents), "--max-steps", "4", "--timestep-sampling", "laplace",
          "--results-dir", str(tmp_path / "run")])  # fmt: skip
     rows = logged(tmp_path / "run")
@@ -67,6 +69,26 @@ def test_interrupted_and_resumed_equals_uninterrupted_bitwise(latents, tmp_path,
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert load_checkpoint(tmp_path / "b/checkpoints/0000004.pt")["opt"] is not None
     assert "resumed from" in (tmp_path / "b/log.txt").read_text()
+
+
+def test_learned_uncertainty_trains_logs_and_resumes_bitwise(latents, tmp_path):
+    """--learned-uncertainty: u(λ) is saved with the model, resumes bit for bit, moves away from its zero start
+    and is logged per band; sampling ignores it."""
+    base = [*TINY, "--data-path", str(latents), "--learned-uncertainty", "--lr", "1e-2"]
+    run([*base, "--max-steps", "4", "--results-dir", str(tmp_path / "a")])
+    run([*base, "--max-steps", "2", "--results-dir", str(tmp_path / "b")])
+    run([*base, "--max-steps", "4", "--results-dir", str(tmp_path / "b"), "--resume", "auto"])
+    a, b = (load_checkpoint(tmp_path / f"{r}/checkpoints/0000004.pt") for r in "ab")
+    for part in ("model", "ema", "uncertainty"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert a["uncertainty"]["linear.bias"].abs().item() > 0
+    row = logged(tmp_path / "a")[4]
+    assert any(np.isfinite(float(row[f"u_{name}"])) for name in BAND_NAMES)
+    out = run([*TINY, "--data-path", str(latents), "--max-steps", "6", "--results-dir", str(tmp_path / "a"),
+               "--resume", "auto"], expect=2)  # fmt: skip
+    assert "was trained with --learned-uncertainty" in out.stderr
+    model, _ = load_for_sampling(str(tmp_path / "a/checkpoints/0000004.pt"))  # the model alone, strictly loaded
+    assert all(torch.equal(v, a["ema"][k]) for k, v in model.state_dict().items())
 
 
 def test_two_processes_match_one_process_and_agree(latents, tmp_path):

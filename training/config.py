@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
       "laplace (Hang et al. 2024)")  # fmt: skip
     a("--logit-normal", type=float, nargs=2, default=(0.0, 1.0), metavar=("M", "S"), help="t/T = sigmoid(N(M, S))")
     a("--laplace", type=float, nargs=2, default=(0.0, 0.5), metavar=("MU", "B"), help="log SNR ~ Laplace(MU, B)")
+    a(
+        "--learned-uncertainty",
+        action="store_true",
+        help="EDM2's learned u(λ): loss = w·MSE/e^u + u (diffusion/uncertainty.py); composes with any weighting",
+    )
     a("--timestep-objective", default="resampled", choices=OBJECTIVES,
       help="resampled: keep the weights (the papers' practice); uniform: divide them by T·p_t, so the loss "
       "estimates the uniform-t objective and only its variance changes")  # fmt: skip
