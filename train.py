@@ -9,6 +9,7 @@ Bad input ends in one line and exit code 2 before any work starts.
 """
 
 import copy
+import hashlib
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from tqdm import tqdm
 from data import ResumableSampler, open_training_data
 from diffusion import create_diffusion
 from diffusion.bands import BAND_NAMES, band_of_snr
+from diffusion.uncertainty import LogVariance, uncertainty_loss
 from models import check_model_name, create_model, load_weights
 from training import dist, precision
 from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
@@ -33,8 +35,11 @@ from training.logger import RunLogger
 
 
 def step_seed(seed: int, step: int, rank: int = -1) -> int:
-    """The seed of every draw made at ``step``; rank -1 is shared by all ranks (used for whole-batch draws)."""
-    return hash((seed, step, rank)) & (2**63 - 1)
+    """The seed of every draw made at ``step``; rank -1 is shared by all ranks (used for whole-batch draws).
+    Defined by a specification, so it never changes with the Python version: the first 8 bytes, little-endian,
+    of SHA-256 of the ASCII text "seed:step:rank", with the top bit cleared."""
+    digest = hashlib.sha256(f"{seed}:{step}:{rank}".encode("ascii")).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def setup(args, ctx: dist.Context) -> dict:
@@ -46,6 +51,12 @@ def setup(args, ctx: dist.Context) -> dict:
         snr_gamma=args.snr_gamma,
         learn_sigma=args.learn_sigma,
         diffusion_steps=args.diffusion_steps,
+        timestep_sampling=args.timestep_sampling,
+        logit_normal=tuple(args.logit_normal),
+        laplace=tuple(args.laplace),
+        timestep_objective=args.timestep_objective,
+        sigma_data=args.sigma_data,
+        sigmoid_bias=args.sigmoid_bias,
     )
     check_model_name(args.model)
     data = open_training_data(args.data_path, args.vae, args.image_size, ctx.device, args.data_norm)
@@ -63,6 +74,7 @@ def setup(args, ctx: dist.Context) -> dict:
         qk_norm=args.qk_norm,
         grad_checkpoint=args.grad_checkpoint,
     ).to(ctx.device)
+    logvar = LogVariance(seed=args.seed).to(ctx.device) if args.learned_uncertainty else None
     run_dir = Path(args.results_dir or f"results/{args.model.replace('/', '-')}-{args.prediction}-{args.weighting}")
     resume = None
     if args.resume == "auto":
@@ -80,14 +92,21 @@ def setup(args, ctx: dist.Context) -> dict:
         if saved_norm != data.record()["normalization"]:
             raise ValueError(f"--resume {resume} was trained with data normalisation {saved_norm}, but this run has "
                              f"{data.record()['normalization']} (--data-norm {args.data_norm})")  # fmt: skip
+        if ("uncertainty" in state) != args.learned_uncertainty:
+            raise ValueError(f"--resume {resume} was trained {'with' if 'uncertainty' in state else 'without'} "
+                             "--learned-uncertainty; resume it the same way")  # fmt: skip
         load_weights(model, state["model"], args.model)
-    return {"diffusion": diffusion, "data": data, "model": model, "run_dir": run_dir, "state": state, "resume": resume}
+        if logvar is not None:
+            logvar.load_state_dict(state["uncertainty"])
+    return {"diffusion": diffusion, "data": data, "model": model, "logvar": logvar, "run_dir": run_dir,
+            "state": state, "resume": resume}  # fmt: skip
 
 
-def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state: dict | None, resume) -> None:
+def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path, state: dict | None, resume) -> None:
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=tuple(args.adam_betas),
-                            weight_decay=args.weight_decay, fused=True)  # fmt: skip
+    params = [*model.parameters(), *(logvar.parameters() if logvar is not None else [])]
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay,
+                            fused=True)  # fmt: skip
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=args.precision == "fp16")
     step = 0
     if state is not None:
@@ -97,6 +116,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
         step = state["step"]
     net = DistributedDataParallel(model) if ctx.distributed else model
     net = torch.compile(net) if args.compile else net
+    u_net = DistributedDataParallel(logvar) if ctx.distributed and logvar is not None else logvar
 
     batch = args.global_batch_size // ctx.world_size
     rows = slice(ctx.rank * batch, (ctx.rank + 1) * batch)  # this rank's part of the global batch
@@ -115,7 +135,8 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
     gen = torch.Generator(ctx.device)
     sums = torch.zeros(2, device=ctx.device, dtype=torch.float64)  # loss, grad norm, summed over steps
     band_of_t = torch.as_tensor(band_of_snr(diffusion.snr), device=ctx.device)  # [T] band index of each step
-    band_sums = torch.zeros(2, len(BAND_NAMES), device=ctx.device, dtype=torch.float64)  # [x0-MSE sum, count]
+    log_snr = torch.as_tensor(diffusion.snr, device=ctx.device).log().float()  # [T]
+    band_sums = torch.zeros(3, len(BAND_NAMES), device=ctx.device, dtype=torch.float64)  # [x0-MSE sum, u sum, count]
     n_steps = 0
     tic, bar = time.time(), tqdm(total=args.max_steps, initial=step, disable=not ctx.is_main, desc="train")
     while step < args.max_steps:
@@ -132,6 +153,10 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
 
         with precision.autocast(ctx.device, args.precision):
             terms = diffusion.training_losses(net, x0, t, {"y": y}, noise)
+        if u_net is not None:
+            u = u_net(log_snr[t])
+            terms["u"] = u.detach()
+            terms["loss"] = uncertainty_loss(terms["weighted_mse"].float(), u) + terms.get("vb", 0)
         loss = terms["loss"].float().mean()
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
@@ -152,16 +177,21 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
         n_steps += 1
         band = band_of_t[t]
         band_sums[0].index_add_(0, band, terms["x0_mse"].double())
-        band_sums[1].index_add_(0, band, torch.ones_like(band, dtype=torch.float64))
+        if "u" in terms:
+            band_sums[1].index_add_(0, band, terms["u"].double())
+        band_sums[2].index_add_(0, band, torch.ones_like(band, dtype=torch.float64))
         if step % args.log_every == 0 or step == args.max_steps:
             totals = dist.all_reduce_mean(torch.cat([sums / n_steps, band_sums.flatten()]))
             k = len(BAND_NAMES)
             # A band that no rank drew in this interval logs NaN (an empty cell), not a made-up zero.
-            band_mse = totals[2 : 2 + k] / totals[2 + k :].where(totals[2 + k :] > 0, math.nan)
+            counts = totals[2 + 2 * k :].where(totals[2 + 2 * k :] > 0, math.nan)
+            band_mse, band_u = totals[2 : 2 + k] / counts, totals[2 + k : 2 + 2 * k] / counts
             elapsed = time.time() - tic
             metrics = {"loss": totals[0], "grad_norm": totals[1], "lr": lr, "steps_per_s": n_steps / elapsed,
                        "images_per_s": n_steps * args.global_batch_size / elapsed,
                        **{f"x0_mse_{name}": band_mse[i] for i, name in enumerate(BAND_NAMES)}}  # fmt: skip
+            if logvar is not None:  # the weighting u learned: the loss it left at each band
+                metrics |= {f"u_{name}": band_u[i] for i, name in enumerate(BAND_NAMES)}
             log.metrics(step, {k: float(v) for k, v in metrics.items()})
             sums.zero_()
             band_sums.zero_()
@@ -169,10 +199,18 @@ def train(args, ctx: dist.Context, diffusion, data, model, run_dir: Path, state:
         if step % args.ckpt_every == 0 or step == args.max_steps:
             if ctx.is_main:
                 path = checkpoint_path(run_dir / "checkpoints", step)
-                save_atomic({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                             "scaler": scaler.state_dict(), "step": step, "args": vars(args),
-                             "data": {"seed": args.seed, "position": step * args.global_batch_size,
-                                     **data.record()}}, path)  # fmt: skip
+                record = {
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict(),
+                    "opt": opt.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "step": step,
+                    "args": vars(args),
+                    "data": {"seed": args.seed, "position": step * args.global_batch_size, **data.record()},
+                }
+                if logvar is not None:
+                    record["uncertainty"] = logvar.state_dict()
+                save_atomic(record, path)
                 prune_checkpoints(run_dir / "checkpoints", args.keep_checkpoints)
                 log.info(f"saved {path}")
             dist.barrier()

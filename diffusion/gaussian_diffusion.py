@@ -10,9 +10,8 @@ import numpy as np
 import torch
 
 from .schedules import betas_for_schedule, space_timesteps
+from .timesteps import objective_factor, timestep_probabilities
 from .weighting import loss_weight, warn_if_diverging
-
-TIMESTEP_SAMPLINGS = ("uniform", "logit_normal")
 
 
 def _at(values: np.ndarray, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -58,12 +57,14 @@ class GaussianDiffusion:
         timesteps: list[int] | None = None,
         timestep_sampling: str = "uniform",
         logit_normal: tuple[float, float] = (0.0, 1.0),
+        laplace: tuple[float, float] = (0.0, 0.5),
+        timestep_objective: str = "resampled",
+        sigma_data: float = 0.5,
+        sigmoid_bias: float = 2.0,
     ):
-        if timestep_sampling not in TIMESTEP_SAMPLINGS:
-            raise ValueError(f"unknown timestep sampling {timestep_sampling!r}; valid: {', '.join(TIMESTEP_SAMPLINGS)}")
         self.prediction, self.weighting, self.snr_gamma = prediction, weighting, float(snr_gamma)
         self.learn_sigma = learn_sigma
-        self.timestep_sampling, self.logit_normal = timestep_sampling, logit_normal
+        self.timestep_sampling = timestep_sampling
         self.betas = np.asarray(betas, dtype=np.float64)
         self.num_timesteps = T = len(self.betas)
         self.timesteps = np.array(timesteps if timesteps is not None else range(T), dtype=np.int64)
@@ -75,8 +76,11 @@ class GaussianDiffusion:
         self.log_betas = np.log(self.betas)
         self.snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
         self.sigmas = np.sqrt(1.0 / self.alphas_cumprod - 1.0)  # EDM noise level of each step: σ_t = 1/√SNR_t
-        # Validates names and γ, and holds the weight of every step.
-        self.loss_weights = loss_weight(weighting, self.snr, prediction, snr_gamma)
+        # Validates the names and parameters. p_t is the training density; the weights already include its
+        # objective factor (diffusion/timesteps.py).
+        self.timestep_probs = timestep_probabilities(timestep_sampling, self.snr, logit_normal, laplace)
+        self.loss_weights = loss_weight(weighting, self.snr, prediction, snr_gamma, sigma_data, sigmoid_bias)
+        self.loss_weights = self.loss_weights * objective_factor(self.timestep_probs, timestep_objective)
         warn_if_diverging(prediction, weighting)
 
         # q(x_{t-1} | x_t, x0) = N(coef1·x0 + coef2·x_t, posterior_variance)
@@ -156,14 +160,12 @@ class GaussianDiffusion:
     # ---- training ------------------------------------------------------------------------------------------
 
     def sample_timesteps(self, n: int, device: torch.device | str = "cpu", generator=None) -> torch.Tensor:
-        """t for a training batch: uniform on {0..T-1}, or logit-normal (Esser et al. 2024, SD3):
-        t = ⌊T·sigmoid(u)⌋ with u ~ N(mean, std)."""
-        T = self.num_timesteps
+        """t for a training batch: uniform on {0..T-1}, or drawn from the density's p_t
+        (:func:`diffusion.timesteps.timestep_probabilities`)."""
         if self.timestep_sampling == "uniform":
-            return torch.randint(0, T, (n,), device=device, generator=generator)
-        mean, std = self.logit_normal
-        u = torch.randn(n, device=device, generator=generator) * std + mean
-        return (torch.sigmoid(u) * T).long().clamp(0, T - 1)
+            return torch.randint(0, self.num_timesteps, (n,), device=device, generator=generator)
+        p = torch.as_tensor(self.timestep_probs, device=device)
+        return torch.multinomial(p, n, replacement=True, generator=generator)
 
     def training_losses(
         self, model, x_start: torch.Tensor, t: torch.Tensor, model_kwargs: dict | None = None, noise=None
@@ -213,6 +215,10 @@ def create_diffusion(
     diffusion_steps: int = 1000,
     timestep_sampling: str = "uniform",
     logit_normal: tuple[float, float] = (0.0, 1.0),
+    laplace: tuple[float, float] = (0.0, 0.5),
+    timestep_objective: str = "resampled",
+    sigma_data: float = 0.5,
+    sigmoid_bias: float = 2.0,
 ) -> GaussianDiffusion:
     """Build a diffusion. The defaults are DiT's (linear schedule, ε-prediction, plain ε-MSE = ``snr``
     weighting, learned variance); the paper's recipe is ``noise_schedule="cosine", weighting="min_snr"``.
@@ -230,4 +236,8 @@ def create_diffusion(
         timesteps=space_timesteps(diffusion_steps, timestep_respacing),
         timestep_sampling=timestep_sampling,
         logit_normal=logit_normal,
+        laplace=laplace,
+        timestep_objective=timestep_objective,
+        sigma_data=sigma_data,
+        sigmoid_bias=sigmoid_bias,
     )

@@ -15,8 +15,9 @@ from tests.reference_forwards import random_official_vit_state_dict
     [
         ({"noise_schedule": "quadratic"}, "linear, cosine, scaled_linear"),
         ({"prediction": "score"}, "eps, x0, v"),
-        ({"weighting": "minsnr"}, "const, snr, max_snr, min_snr, soft_min_snr, p2"),
-        ({"timestep_sampling": "beta"}, "uniform, logit_normal"),
+        ({"weighting": "minsnr"}, "const, snr, max_snr, min_snr, soft_min_snr, p2, edm, debiased, sigmoid"),
+        ({"timestep_sampling": "beta"}, "uniform, logit_normal, laplace"),
+        ({"timestep_objective": "both"}, "resampled, uniform"),
     ],
 )
 def test_unknown_names_list_the_valid_ones(kwargs, valid):
@@ -137,3 +138,30 @@ def test_a_learn_sigma_mismatch_is_named_in_the_message():
         "a DiT-T/4 checkpoint (input 8, 4 channels, 3 classes, learn_sigma), but --model is DiT-T/4 (a DiT-T/4 "
         "checkpoint (input 8, 4 channels, 3 classes))" in str(err.value)
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"weighting": "edm", "sigma_data": 0.0}, "sigma_data must be > 0"),
+        ({"timestep_sampling": "logit_normal", "logit_normal": (0.0, -1.0)}, "logit-normal scale s must be > 0"),
+        ({"timestep_sampling": "laplace", "laplace": (0.0, 0.0)}, "Laplace scale must be > 0"),
+        ({"weighting": "sigmoid", "sigmoid_bias": float("nan")}, "sigmoid_bias must be a finite number"),
+    ],
+)
+def test_density_and_weighting_parameters_out_of_range(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        create_diffusion(**kwargs)
+
+
+def test_the_uniform_objective_refuses_a_density_with_an_empty_step():
+    """Laplace(0, 0.05) on the cosine schedule: the far tails round to zero mass, and 1/(T·p) would be infinite."""
+    with pytest.raises(ValueError, match=r"no mass on step \d+, so the uniform objective would divide by zero"):
+        create_diffusion(noise_schedule="cosine", timestep_sampling="laplace", laplace=(0.0, 0.05),
+                         timestep_objective="uniform")  # fmt: skip
+    create_diffusion(noise_schedule="cosine", timestep_sampling="laplace", laplace=(0.0, 0.05))  # resampled is fine
+
+
+def test_any_sigmoid_bias_is_allowed():
+    for b in (-10.0, 0.0, 3.5):
+        create_diffusion(weighting="sigmoid", sigmoid_bias=b, prediction="x0")

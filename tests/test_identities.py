@@ -106,15 +106,3 @@ def test_uniform_timesteps_cover_all_steps_evenly():
     counts = np.bincount(t.numpy(), minlength=100)
     assert t.min() >= 0 and t.max() <= 99
     assert stats.chisquare(counts).pvalue > 1e-4
-
-
-def test_logit_normal_timesteps_follow_their_cdf():
-    """P(t ≤ k) = P(sigmoid(u)·T < k + 1) = Φ((logit((k + 1)/T) − m)/s) for u ~ N(m, s)."""
-    T, m, s = 1000, -0.5, 1.2
-    d = create_diffusion(diffusion_steps=T, timestep_sampling="logit_normal", logit_normal=(m, s))
-    t = d.sample_timesteps(200_000, generator=torch.Generator().manual_seed(6)).numpy()
-    for k in [50, 200, 500, 800, 950]:
-        p = (k + 1) / T
-        expected = stats.norm.cdf((math.log(p / (1 - p)) - m) / s)
-        n = len(t)
-        assert abs((t <= k).mean() - expected) < 5 * math.sqrt(expected * (1 - expected) / n)

@@ -13,7 +13,9 @@ import torch
 
 from data.latents import shard_name, write_manifest, write_shard
 from diffusion import create_diffusion
+from diffusion.bands import BAND_NAMES
 from models import check_model_name
+from sampling import load_for_sampling
 from training.checkpoint import load_checkpoint
 from training.config import parse_args
 
@@ -44,6 +46,18 @@ def logged(run_dir):
         return {int(r["step"]): r for r in csv.DictReader(f)}
 
 
+def test_the_timestep_density_reaches_training(latents, tmp_path):
+    """Laplace(0, 0.5) in log SNR almost never draws SNR < 0.01 (probability 5e-5), which uniform t draws 6.4% of
+    the time on the cosine schedule, so that band's logged x0 error is NaN (not drawn) in every interval."""
+    run([*TINY, "--data-path", str(latents), "--max-steps", "4", "--timestep-sampling", "laplace",
+         "--results-dir", str(tmp_path / "run")])  # fmt: skip
+    rows = logged(tmp_path / "run")
+    assert all(np.isnan(float(r["x0_mse_snr_lt_0.01"])) for r in rows.values())
+    assert all(
+        np.isfinite(float(r["x0_mse_snr_0.1-1"])) or np.isfinite(float(r["x0_mse_snr_1-10"])) for r in rows.values()
+    )
+
+
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_interrupted_and_resumed_equals_uninterrupted_bitwise(latents, tmp_path, nproc):
     base = [*TINY, "--data-path", str(latents), "--class-dropout", "0.2"]
@@ -55,6 +69,26 @@ def test_interrupted_and_resumed_equals_uninterrupted_bitwise(latents, tmp_path,
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert load_checkpoint(tmp_path / "b/checkpoints/0000004.pt")["opt"] is not None
     assert "resumed from" in (tmp_path / "b/log.txt").read_text()
+
+
+def test_learned_uncertainty_trains_logs_and_resumes_bitwise(latents, tmp_path):
+    """--learned-uncertainty: u(λ) is saved with the model, resumes bit for bit, moves away from its zero start
+    and is logged per band; sampling ignores it."""
+    base = [*TINY, "--data-path", str(latents), "--learned-uncertainty", "--lr", "1e-2"]
+    run([*base, "--max-steps", "4", "--results-dir", str(tmp_path / "a")])
+    run([*base, "--max-steps", "2", "--results-dir", str(tmp_path / "b")])
+    run([*base, "--max-steps", "4", "--results-dir", str(tmp_path / "b"), "--resume", "auto"])
+    a, b = (load_checkpoint(tmp_path / f"{r}/checkpoints/0000004.pt") for r in "ab")
+    for part in ("model", "ema", "uncertainty"):
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    assert a["uncertainty"]["linear.bias"].abs().item() > 0
+    row = logged(tmp_path / "a")[4]
+    assert any(np.isfinite(float(row[f"u_{name}"])) for name in BAND_NAMES)
+    out = run([*TINY, "--data-path", str(latents), "--max-steps", "6", "--results-dir", str(tmp_path / "a"),
+               "--resume", "auto"], expect=2)  # fmt: skip
+    assert "was trained with --learned-uncertainty" in out.stderr
+    model, _ = load_for_sampling(str(tmp_path / "a/checkpoints/0000004.pt"))  # the model alone, strictly loaded
+    assert all(torch.equal(v, a["ema"][k]) for k, v in model.state_dict().items())
 
 
 def test_two_processes_match_one_process_and_agree(latents, tmp_path):
@@ -97,6 +131,9 @@ def test_embedded_default_trains_without_a_data_path(tmp_path):
         (["--weighting", "minsnr"], "unknown weighting 'minsnr'"),
         (["--prediction", "score"], "unknown prediction 'score'"),
         (["--global-batch-size", "5"], "--global-batch-size 5 does not divide by 2 processes"),
+        (["--timestep-sampling", "beta"], "argument --timestep-sampling: invalid choice: 'beta'"),
+        (["--timestep-sampling", "laplace", "--laplace", "0", "0"], "the Laplace scale must be > 0, got 0.0"),
+        (["--weighting", "edm", "--sigma-data", "-1"], "sigma_data must be > 0, got -1.0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(latents, tmp_path, extra, message):

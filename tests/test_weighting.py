@@ -31,6 +31,18 @@ HAND = {
     ("p2", "x0"): lambda r: r / (1 + r),
     ("p2", "eps"): lambda r: 1 / (1 + r),  # Choi et al.: λ = 1/(k + SNR)^γ on the ε-MSE, k = γ = 1
     ("p2", "v"): lambda r: r / (1 + r) ** 2,
+    # EDM: (σ² + σ_d²)/(σ·σ_d)² on the D = x̂0 MSE with σ² = 1/SNR, σ_d = 0.5, written out in σ.
+    ("edm", "x0"): lambda r: (1 / r + 0.25) / (1 / r * 0.25),
+    ("edm", "eps"): lambda r: (1 / r + 0.25) / (1 / r * 0.25) / r,
+    ("edm", "v"): lambda r: (1 / r + 0.25) / (1 / r * 0.25) / (r + 1),
+    # Debiased: 1/√SNR on the ε-MSE.
+    ("debiased", "eps"): lambda r: 1 / math.sqrt(r),
+    ("debiased", "x0"): lambda r: r / math.sqrt(r),
+    ("debiased", "v"): lambda r: r / math.sqrt(r) / (r + 1),
+    # Sigmoid: sigmoid(b − log SNR) on the ε-MSE, b = 2.
+    ("sigmoid", "eps"): lambda r: 1 / (1 + math.exp(math.log(r) - 2)),
+    ("sigmoid", "x0"): lambda r: r / (1 + math.exp(math.log(r) - 2)),
+    ("sigmoid", "v"): lambda r: r / (1 + math.exp(math.log(r) - 2)) / (r + 1),
 }
 
 
@@ -81,3 +93,9 @@ def test_min_snr_clamps_exactly_where_snr_crosses_gamma():
     wrong = np.minimum(snr + 1, 5.0) / (snr + 1)
     assert not np.allclose(ours, wrong)
     np.testing.assert_allclose(ours, np.minimum(snr, 5.0) / (snr + 1))
+
+
+def test_edm_with_unit_sigma_data_is_the_v_mse():
+    """σ_d = 1: w_x0 = SNR + 1, so on the v target the weight is exactly 1 (DESIGN.md §4b)."""
+    snr = np.logspace(-4, 4, 9)
+    np.testing.assert_allclose(loss_weight("edm", snr, "v", sigma_data=1.0), np.ones(9), rtol=1e-12)

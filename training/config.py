@@ -4,6 +4,8 @@ import argparse
 import tomllib
 from pathlib import Path
 
+from diffusion.timesteps import DENSITIES, OBJECTIVES
+from diffusion.weighting import WEIGHTINGS
 from training.precision import DTYPES
 
 from .cli import OneLineParser
@@ -26,8 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
       "channel by its training-set mean and std (latents: from the manifest)")  # fmt: skip
     a("--results-dir", help="the run directory (checkpoints, logs); default results/<model>-<prediction>-<weighting>")
     a("--prediction", default="x0", help="what the network predicts: eps | x0 | v")
-    a("--weighting", default="min_snr", help="loss weighting: const | snr | max_snr | min_snr | soft_min_snr | p2")
+    a("--weighting", default="min_snr",
+      help="loss weighting (diffusion/weighting.py): " + " | ".join(WEIGHTINGS))  # fmt: skip
     a("--snr-gamma", type=float, default=5.0, help="γ of min_snr / max_snr / soft_min_snr")
+    a("--sigma-data", type=float, default=0.5, help="σ_d of the edm weighting (EDM's 0.5; 1 with --data-norm channel)")
+    a("--sigmoid-bias", type=float, default=2.0, help="b of the sigmoid weighting sigmoid(b − log SNR) on the ε-MSE")
+    a("--timestep-sampling", default="uniform", choices=DENSITIES,
+      help="the training density of t (diffusion/timesteps.py): uniform (the paper's), logit_normal (SD3), "
+      "laplace (Hang et al. 2024)")  # fmt: skip
+    a("--logit-normal", type=float, nargs=2, default=(0.0, 1.0), metavar=("M", "S"), help="t/T = sigmoid(N(M, S))")
+    a("--laplace", type=float, nargs=2, default=(0.0, 0.5), metavar=("MU", "B"), help="log SNR ~ Laplace(MU, B)")
+    a(
+        "--learned-uncertainty",
+        action="store_true",
+        help="EDM2's learned u(λ): loss = w·MSE/e^u + u (diffusion/uncertainty.py); composes with any weighting",
+    )
+    a("--timestep-objective", default="resampled", choices=OBJECTIVES,
+      help="resampled: keep the weights (the papers' practice); uniform: divide them by T·p_t, so the loss "
+      "estimates the uniform-t objective and only its variance changes")  # fmt: skip
     a("--noise-schedule", default="cosine", help="linear | cosine | scaled_linear")
     a("--diffusion-steps", type=int, default=1000, help="T")
     a("--learn-sigma", action=argparse.BooleanOptionalAction, default=False, help="learn ADM's variance too")
