@@ -33,7 +33,7 @@ from training.checkpoint import list_checkpoints  # noqa: E402
 RECIPES = {
     "demo": {
         "config": "configs/fashion_dit-t4_x0_const.toml",
-        "train": {"max-steps": 2000, "global-batch-size": 32},
+        "train": {"max-steps": 2000, "global-batch-size": 32, "num-workers": 0},
         "sample": {"sampler": "heun", "steps": 25, "cfg-scale": 3.0},
         "out": "results/demo",
         "why": "DiT-T/4, x0 + const, lr 1e-3, Heun-25 at cfg 3: of the recipes tried, the one that gets recognisable "
@@ -41,7 +41,7 @@ RECIPES = {
     },
     "paper": {
         "config": "configs/fashion_vit-t4_x0_min_snr.toml",
-        "train": {"max-steps": 2000, "global-batch-size": 32},
+        "train": {"max-steps": 2000, "global-batch-size": 32, "num-workers": 0},
         "sample": {"sampler": "heun", "steps": 25, "cfg-scale": 3.0},
         "out": "results/demo-paper",
         "why": "the paper's recipe (ViT-T/4, x0 + Min-SNR-5) at the demo's budget, to show what it gives here",
