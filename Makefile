@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Transparent huge pages for glibc's malloc: 1-3% faster CPU training (bench/RESULTS.md); read at process start.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
-.PHONY: setup dataset test lint format demo reproduce-small bench clean
+.PHONY: setup dataset test lint format demo reproduce-small reproduce-weightings bench clean
 
 setup: $(VENV)/.installed dataset
 
@@ -31,8 +31,9 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# One test worker per core; a file's tests stay together (they share module fixtures).
 test: setup lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadfile
 
 # Train a tiny DiT (x0, const) on Fashion-MNIST, sample it, score label accuracy and FD-fashion (results/demo/).
 demo: setup
@@ -41,6 +42,13 @@ demo: setup
 # The CPU convergence study (about 2 hours on 2 cores; re-running skips finished work): results/small/.
 reproduce-small: setup
 	PYTHONPATH=. $(BIN)/python tools/reproduce_small.py
+
+# The weighting and timestep-density zoo (about 3 hours on 2 cores; resumable): results/weightings/.
+reproduce-weightings: setup
+	export PYTHONPATH=. OMP_NUM_THREADS=1; \
+	$(BIN)/python tools/weightings_study.py --worker 0 & w0=$$!; \
+	$(BIN)/python tools/weightings_study.py --worker 1; r1=$$?; \
+	wait $$w0 && [ $$r1 = 0 ] && $(BIN)/python tools/weightings_study.py --report
 
 # The CPU benchmarks of bench/RESULTS.md (about 30 minutes; CKPT=… adds FD-fashion against NFE).
 bench: setup

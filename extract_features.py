@@ -24,6 +24,7 @@ from data.latents import shard_name, write_manifest, write_shard
 from data.normalization import latent_channel_stats
 from data.vae import SCALE_FACTOR, VAES, load_vae
 from training import dist
+from training.atomic import WriteError, remove_stale_temporaries
 from training.cli import OneLineParser
 
 
@@ -49,20 +50,13 @@ def encode(vae, x: torch.Tensor) -> np.ndarray:
     return torch.stack(out, dim=1).float().cpu().numpy()
 
 
-def main() -> None:
-    args = parse_args()
-    ctx = dist.init()
-    try:
-        if not Path(args.data_path).is_dir():
-            raise ValueError(f"--data-path {args.data_path} does not exist or is not a directory")
-        dataset = ImageFolder(args.data_path, args.image_size)
-        vae = load_vae(args.vae, ctx.device)
-    except ValueError as err:
-        print(f"extract_features.py: error: {err}", file=sys.stderr)
-        dist.shutdown()
-        sys.exit(2)
+def extract(args, ctx, dataset: ImageFolder, vae) -> None:
+    """Encode the shards this rank owns and has not written yet; rank 0 then writes the manifest."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:  # what a run killed mid-write left; no rank writes before the barrier
+        remove_stale_temporaries(out)
+    dist.barrier()
     num_shards = math.ceil(len(dataset) / args.shard_size)
     mine = [k for k in range(ctx.rank, num_shards, ctx.world_size) if not (out / shard_name(k)).exists()]
     todo = sum(min(args.shard_size, len(dataset) - k * args.shard_size) for k in mine)
@@ -88,6 +82,26 @@ def main() -> None:
                        scale_factor=SCALE_FACTOR, image_size=args.image_size, latent_shape=shape,
                        normalization=norm.record())  # fmt: skip
         print(f"wrote {len(dataset)} images in {num_shards} shards to {out}")
+
+
+def main() -> None:
+    args = parse_args()
+    ctx = dist.init()
+    try:
+        if not Path(args.data_path).is_dir():
+            raise ValueError(f"--data-path {args.data_path} does not exist or is not a directory")
+        dataset = ImageFolder(args.data_path, args.image_size)
+        vae = load_vae(args.vae, ctx.device)
+    except ValueError as err:
+        print(f"extract_features.py: error: {err}", file=sys.stderr)
+        dist.shutdown()
+        sys.exit(2)
+    try:
+        extract(args, ctx, dataset, vae)
+    except WriteError as err:
+        print(f"extract_features.py: error: {err}", file=sys.stderr)
+        dist.shutdown()
+        sys.exit(1)
     dist.shutdown()
 
 

@@ -35,6 +35,7 @@ from sampling import (
     write_shard,
 )
 from training import dist, precision
+from training.atomic import WriteError, remove_stale_temporaries, write_text_atomic
 from training.cli import OneLineParser
 
 
@@ -145,9 +146,12 @@ def setup(args, ctx: dist.Context) -> dict:
     record = shards / "settings.json"
     if record.exists() and json.loads(record.read_text()) != json.loads(json.dumps(wanted)):
         raise ValueError(f"{shards} holds shards made with other settings; delete it or choose another --out")
+    if ctx.is_main:  # what a run killed mid-write left; no rank writes before the barrier
+        remove_stale_temporaries(shards)
+        remove_stale_temporaries(args.out.parent, args.out.name)
     dist.barrier()  # every rank has checked the record before rank 0 rewrites it
     if ctx.is_main:
-        record.write_text(json.dumps(wanted, indent=1))
+        write_text_atomic(record, json.dumps(wanted, indent=1))
     if args.png_dir:
         args.png_dir.mkdir(parents=True, exist_ok=True)
     return {"guided": guided, "diffusion": diffusion, "vae": vae, "spec": spec, "shards": shards}
@@ -218,12 +222,17 @@ def main() -> None:
     for note in parts["spec"].notes if ctx.is_main else []:
         print(f"note: {note}", file=sys.stderr)
     tic = time.time()
-    sample(args, ctx, **parts)
-    dist.barrier()
-    if ctx.is_main:
-        finish(args, parts["shards"])
-        elapsed = time.time() - tic
-        print(f"{elapsed:.1f} s on {ctx.world_size} process(es), assembly included")
+    try:
+        sample(args, ctx, **parts)
+        dist.barrier()
+        if ctx.is_main:
+            finish(args, parts["shards"])
+            elapsed = time.time() - tic
+            print(f"{elapsed:.1f} s on {ctx.world_size} process(es), assembly included")
+    except WriteError as err:
+        print(f"sample_ddp.py: error: {err}", file=sys.stderr)
+        dist.shutdown()
+        sys.exit(1)
     dist.shutdown()
 
 

@@ -28,6 +28,7 @@ from diffusion.bands import BAND_NAMES, band_of_snr
 from diffusion.uncertainty import LogVariance, uncertainty_loss
 from models import check_model_name, create_model, load_weights
 from training import dist, precision
+from training.atomic import WriteError, remove_stale_temporaries, write_text_atomic
 from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
 from training.config import parse_args
 from training.ema import update_ema
@@ -125,7 +126,8 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
                              pin_memory=ctx.device.type == "cuda", drop_last=True))  # fmt: skip
     if ctx.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(vars(args), indent=1))
+        remove_stale_temporaries(run_dir / "checkpoints")  # a run killed mid-save leaves its temporary file
+        write_text_atomic(run_dir / "config.json", json.dumps(vars(args), indent=1))
     log = RunLogger(run_dir, ctx.is_main)
     origin = f"resumed from {resume} at step {step}" if resume else "from scratch"
     log.info(f"{args.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {data.description}; "
@@ -210,7 +212,11 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
                 }
                 if logvar is not None:
                     record["uncertainty"] = logvar.state_dict()
-                save_atomic(record, path)
+                try:
+                    save_atomic(record, path)
+                except WriteError:
+                    bar.close()
+                    raise
                 prune_checkpoints(run_dir / "checkpoints", args.keep_checkpoints)
                 log.info(f"saved {path}")
             dist.barrier()
@@ -240,7 +246,7 @@ def main() -> None:
         sys.exit(2)
     try:
         train(args, ctx, **parts)
-    except FloatingPointError as err:
+    except (FloatingPointError, WriteError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         dist.shutdown()
         sys.exit(1)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from training.atomic import atomic_write
+
 MANIFEST = "manifest.json"
 
 
@@ -20,19 +22,16 @@ def shard_name(index: int) -> str:
 
 
 def write_shard(path: Path, moments: np.ndarray) -> None:
-    """Write one shard atomically (temporary name, then rename), so a finished shard is never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    """Write one shard atomically, so a finished shard is never half-written."""
+    with atomic_write(path) as tmp, tmp.open("wb") as f:
         np.save(f, moments.astype(np.float16))
-    tmp.replace(path)
 
 
 def write_manifest(directory: Path, shards: list[dict], **meta) -> None:
     """``shards`` = [{"file", "labels"}]; ``meta`` holds classes, vae, scale_factor, image_size, latent_shape and
     normalization ({"mean", "std"} per channel of the unscaled latents z = μ + σ·ε)."""
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps({"format": 1, **meta, "shards": shards}, indent=1))
-    tmp.replace(directory / MANIFEST)
+    with atomic_write(directory / MANIFEST) as tmp:
+        tmp.write_text(json.dumps({"format": 1, **meta, "shards": shards}, indent=1))
 
 
 class LatentShards(Dataset):

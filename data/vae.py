@@ -13,7 +13,7 @@ def load_vae(name: str, device: torch.device | str = "cpu"):
 
     source = VAES.get(name, name)
     try:
-        vae = AutoencoderKL.from_pretrained(source)
+        vae = AutoencoderKL.from_pretrained(source, low_cpu_mem_usage=False)  # no accelerate needed
     except (OSError, ValueError) as err:
         raise ValueError(
             f"cannot load the VAE {source!r} ({str(err).splitlines()[0]}); pass a local directory with "

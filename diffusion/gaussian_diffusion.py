@@ -60,7 +60,7 @@ class GaussianDiffusion:
         laplace: tuple[float, float] = (0.0, 0.5),
         timestep_objective: str = "resampled",
         sigma_data: float = 0.5,
-        sigmoid_bias: float = 2.0,
+        sigmoid_bias: float = -3.0,
     ):
         self.prediction, self.weighting, self.snr_gamma = prediction, weighting, float(snr_gamma)
         self.learn_sigma = learn_sigma
@@ -218,7 +218,7 @@ def create_diffusion(
     laplace: tuple[float, float] = (0.0, 0.5),
     timestep_objective: str = "resampled",
     sigma_data: float = 0.5,
-    sigmoid_bias: float = 2.0,
+    sigmoid_bias: float = -3.0,
 ) -> GaussianDiffusion:
     """Build a diffusion. The defaults are DiT's (linear schedule, ε-prediction, plain ε-MSE = ``snr``
     weighting, learned variance); the paper's recipe is ``noise_schedule="cosine", weighting="min_snr"``.

@@ -22,7 +22,7 @@ def loss_weight(
     prediction: str,
     gamma: float = 5.0,
     sigma_data: float = 0.5,
-    sigmoid_bias: float = 2.0,
+    sigmoid_bias: float = -3.0,
 ) -> np.ndarray:
     """Weight on the MSE of ``prediction``'s target at signal-to-noise ratio ``snr`` = ᾱ/(1 − ᾱ).
 
@@ -42,7 +42,9 @@ def loss_weight(
                                           2310.08442: 1/√SNR on the ε-MSE)
       sigmoid        SNR·sigmoid(b − λ)  (Kingma & Gao, NeurIPS 2023, "Understanding Diffusion Objectives as
                      = 1/(1/SNR + e^−b)   the ELBO with Simple Data Augmentation": sigmoid(b − λ) on the
-                                          ε-MSE, λ = log SNR; b = 2)
+                                          ε-MSE, λ = log SNR; b = −3 as in SiD2, Hoogeboom et al. 2024,
+                                          arXiv 2410.19324, Eq. 4. Both papers state the weight per unit
+                                          λ; with uniform t this table's weight is per draw, as for Min-SNR)
     then divided by SNR for ``eps``, by SNR + 1 for ``v``, unchanged for ``x0``.
     """
     if prediction not in PREDICTIONS:

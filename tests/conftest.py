@@ -1,5 +1,6 @@
 """Shared test helpers: exact (Bayes-optimal) denoisers for Gaussian data, used as models; tiny latent shards."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,9 @@ import torch
 from data.latents import shard_name, write_manifest, write_shard
 
 torch.set_flush_denormal(True)
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one core per test worker, for its scripts too
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 class GaussianOracle:

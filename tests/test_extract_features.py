@@ -13,6 +13,7 @@ from diffusers import AutoencoderKL
 from PIL import Image
 
 from data.images import center_crop_arr
+from tests.processes import launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,10 +39,7 @@ def extract(root, out, nproc=1, expect=0):
             "--shard-size", "2", "--batch-size", "2", "--num-workers", "0"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     script = str(ROOT / "extract_features.py")
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", "29611"]
-    res = subprocess.run([*launcher, script, *args], capture_output=True, text=True, env=env, timeout=600)
+    res = subprocess.run([*launcher(nproc), script, *args], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == expect, res.stderr[-3000:]
     return res
 

@@ -4,7 +4,6 @@ import csv
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import torch
 from data.latents import shard_name, write_manifest, write_shard
 from diffusion import create_diffusion
 from diffusion.bands import BAND_NAMES, SNR_EDGES, band_of_snr
+from tests.processes import launcher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,11 +62,7 @@ def test_x0_mse_of_a_zero_model_is_the_closed_form(prediction):
 
 def run_train(args, nproc):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable]
-    if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-                     str(29300 + os.getpid() % 200)]  # fmt: skip
-    res = subprocess.run([*launcher, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env,
+    res = subprocess.run([*launcher(nproc), str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env,
                          timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
 

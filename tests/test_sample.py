@@ -11,6 +11,7 @@ import torch
 
 from models import DiT_models
 from sampling import PerSampleNoise, class_labels, load_for_sampling, quantize
+from tests.processes import launcher
 from tests.reference_forwards import random_official_vit_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,12 +37,8 @@ def ckpt(tmp_path_factory) -> Path:
 
 
 def sample(args: list[str], nproc: int = 1, expect: int = 0) -> subprocess.CompletedProcess:
-    launcher = [sys.executable]
-    if nproc > 1:
-        port = str(29700 + os.getpid() % 200)
-        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", port]
-    res = subprocess.run([*launcher, str(ROOT / "sample_ddp.py"), *args], capture_output=True, text=True, env=ENV,
-                         timeout=600)  # fmt: skip
+    cmd = [*launcher(nproc), str(ROOT / "sample_ddp.py"), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert res.returncode == expect, res.stderr[-3000:]
     return res
 

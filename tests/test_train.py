@@ -16,6 +16,7 @@ from diffusion import create_diffusion
 from diffusion.bands import BAND_NAMES
 from models import check_model_name
 from sampling import load_for_sampling
+from tests.processes import launcher
 from training.checkpoint import load_checkpoint
 from training.config import parse_args
 
@@ -26,12 +27,9 @@ TINY = ["--model", "DiT-T/4", "--global-batch-size", "4", "--num-workers", "0", 
 
 def run(args, nproc=1, expect=0):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    if nproc == 1:
-        cmd = [sys.executable, str(ROOT / "train.py"), *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-               str(29500 + os.getpid() % 1000), str(ROOT / "train.py"), *args]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [*launcher(nproc), str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env, timeout=600
+    )
     assert out.returncode == expect, out.stderr[-3000:]
     return out
 

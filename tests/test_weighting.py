@@ -39,10 +39,10 @@ HAND = {
     ("debiased", "eps"): lambda r: 1 / math.sqrt(r),
     ("debiased", "x0"): lambda r: r / math.sqrt(r),
     ("debiased", "v"): lambda r: r / math.sqrt(r) / (r + 1),
-    # Sigmoid: sigmoid(b − log SNR) on the ε-MSE, b = 2.
-    ("sigmoid", "eps"): lambda r: 1 / (1 + math.exp(math.log(r) - 2)),
-    ("sigmoid", "x0"): lambda r: r / (1 + math.exp(math.log(r) - 2)),
-    ("sigmoid", "v"): lambda r: r / (1 + math.exp(math.log(r) - 2)) / (r + 1),
+    # Sigmoid: sigmoid(b − log SNR) on the ε-MSE, b = −3 (SiD2).
+    ("sigmoid", "eps"): lambda r: 1 / (1 + math.exp(math.log(r) + 3)),
+    ("sigmoid", "x0"): lambda r: r / (1 + math.exp(math.log(r) + 3)),
+    ("sigmoid", "v"): lambda r: r / (1 + math.exp(math.log(r) + 3)) / (r + 1),
 }
 
 

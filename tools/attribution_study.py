@@ -48,8 +48,8 @@ sys.path.insert(0, str(ROOT))
 
 from evaluation import evaluate  # noqa: E402
 from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out  # noqa: E402
-from tools.convergence import Scoring, append_row, read_curves, score_samples  # noqa: E402
-from tools.denoiser_error import arm_means, arm_of, heatmap, read_rows, score_run  # noqa: E402
+from tools.convergence import Scoring, append_row, arm_of, fmt, markdown, read_curves, score_samples, seed_table  # noqa: E402
+from tools.denoiser_error import arm_means, heatmap, read_rows, score_run  # noqa: E402
 from training.checkpoint import checkpoint_path  # noqa: E402
 
 OUT = ROOT / "results" / "attribution"
@@ -219,25 +219,6 @@ def main() -> None:
 
 
 RECIPE_NAMES = {"": "base", "-norm": "norm", "-paper": "paper"}
-
-
-def seed_table(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
-    """{arm: {step: [value per seed]}} for one metric of curves.csv."""
-    table: dict[str, dict[int, list[float]]] = {}
-    for r in rows:
-        if r["metric"] == metric and r["run"] != "real-train":
-            table.setdefault(arm_of(r["run"]), {}).setdefault(r["step"], []).append(r["value"])
-    return dict(sorted(table.items()))
-
-
-def markdown(header: list[str], lines: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |"]
-    return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])
-
-
-def fmt(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    return f"{mean:.1f}" + (f" ({', '.join(f'{v:.1f}' for v in values)})" if len(values) > 1 else "")
 
 
 def report() -> None:

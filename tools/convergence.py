@@ -14,6 +14,7 @@ needs, each read at the first checkpoint at or below it. The default threshold i
 import argparse
 import csv
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -110,6 +111,30 @@ def speedups(curves: dict[str, list[tuple[int, float]]], baseline: str, threshol
         rows.append({"run": run, "threshold": thr, "steps": reached, "best": min(v for _, v in points),
                      "speedup": base / reached if base and reached else None})  # fmt: skip
     return rows
+
+
+def arm_of(run: str) -> str:
+    """A run's arm: its name without the trailing "-sN" seed."""
+    return re.sub(r"-s\d+$", "", run)
+
+
+def seed_table(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
+    """{arm: {step: [value per seed]}} for one metric of curves.csv."""
+    table: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        if r["metric"] == metric and r["run"] != "real-train":
+            table.setdefault(arm_of(r["run"]), {}).setdefault(r["step"], []).append(r["value"])
+    return dict(sorted(table.items()))
+
+
+def markdown(header: list[str], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |"]
+    return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])
+
+
+def fmt(values: list[float]) -> str:
+    mean = sum(values) / len(values)
+    return f"{mean:.1f}" + (f" ({', '.join(f'{v:.1f}' for v in values)})" if len(values) > 1 else "")
 
 
 def plot(curves: dict[str, list[tuple[int, float]]], metric: str, path: Path, title: str) -> None:

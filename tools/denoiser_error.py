@@ -15,7 +15,6 @@ per other arm shows its error over the baseline's at the same step and t (blue: 
 import argparse
 import csv
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 from diffusion import create_diffusion  # noqa: E402
 from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out, x0_errors  # noqa: E402
 from sampling import load_for_sampling  # noqa: E402
+from tools.convergence import arm_of  # noqa: E402
 from training.checkpoint import list_checkpoints  # noqa: E402
 
 FIELDS = ["run", "step", "weights", "t", "snr", "x0_mse", "floor_zero", "floor_mean", "floor_class_mean"]
@@ -60,10 +60,6 @@ def score_run(run: Path, args, x, y, floor: dict, done: set, csv_path: Path) -> 
         print(f"{run.name} step {step}: x0-MSE {errors[min(errors)]:.4g} at t={min(errors)} ... "
               f"{errors[max(errors)]:.4g} at t={max(errors)}; class-mean floor {floor['class_mean']:.4g}; "
               f"worst against it at t={worst}", flush=True)  # fmt: skip
-
-
-def arm_of(run: str) -> str:
-    return re.sub(r"-s\d+$", "", run)
 
 
 def arm_means(rows: list[dict], weights: str) -> dict[str, dict[tuple[int, int], float]]:

@@ -9,15 +9,20 @@ from pathlib import Path
 
 import torch
 
-from training.atomic import atomic_write
+from training.atomic import WriteError, atomic_write
 
 _NAME = re.compile(r"^(\d{7})\.pt$")
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
-    """``torch.save`` through ``atomic_write``: a crash at any moment leaves the old checkpoint or the new one."""
+    """``torch.save`` through ``atomic_write``: a crash at any moment leaves the old checkpoint or the new one.
+    torch reports a full disk as a ``RuntimeError`` of its zip writer; that becomes a ``WriteError`` too."""
+    path = Path(path)
     with atomic_write(path) as tmp, tmp.open("wb") as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:
+            raise WriteError(path, f"torch.save failed: {str(err).splitlines()[0]}") from err
 
 
 def checkpoint_path(directory: str | Path, step: int) -> Path:

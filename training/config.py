@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
       help="loss weighting (diffusion/weighting.py): " + " | ".join(WEIGHTINGS))  # fmt: skip
     a("--snr-gamma", type=float, default=5.0, help="γ of min_snr / max_snr / soft_min_snr")
     a("--sigma-data", type=float, default=0.5, help="σ_d of the edm weighting (EDM's 0.5; 1 with --data-norm channel)")
-    a("--sigmoid-bias", type=float, default=2.0, help="b of the sigmoid weighting sigmoid(b − log SNR) on the ε-MSE")
+    a("--sigmoid-bias", type=float, default=-3.0, help="b in sigmoid(b − log SNR) on the ε-MSE (SiD2: −3)")
     a("--timestep-sampling", default="uniform", choices=DENSITIES,
       help="the training density of t (diffusion/timesteps.py): uniform (the paper's), logit_normal (SD3), "
       "laplace (Hang et al. 2024)")  # fmt: skip
