@@ -35,7 +35,7 @@ from sampling import (
     write_shard,
 )
 from training import dist, precision
-from training.atomic import WriteError, remove_stale_temporaries, write_text_atomic
+from training.atomic import WriteError, atomic_write, remove_stale_temporaries, write_text_atomic
 from training.cli import OneLineParser
 
 
@@ -205,7 +205,8 @@ def finish(args, shards: Path) -> None:
         first = torch.cat([first, torch.from_numpy(read_shard(p, "arr_0"))])
     grid = make_grid(first[:64].permute(0, 3, 1, 2), nrow=8, padding=2).permute(1, 2, 0).numpy()
     grid_path = args.out.with_suffix(".png")
-    Image.fromarray(grid[..., 0] if first.shape[-1] == 1 else grid).save(grid_path)
+    with atomic_write(grid_path) as tmp:
+        Image.fromarray(grid[..., 0] if first.shape[-1] == 1 else grid).save(tmp, format="PNG")
     print(f"wrote {args.out} ({n} samples, {tuple(first.shape[1:])} uint8) and {grid_path}")
 
 
