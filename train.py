@@ -86,7 +86,10 @@ def setup(args, ctx: dist.Context) -> dict:
     state = None
     if resume is not None:
         state = load_checkpoint(resume)
-        saved_model = state.get("args", {}).get("model")
+        if not isinstance(state, dict) or not {"model", "ema", "opt", "step", "args"} <= state.keys():
+            keys = sorted(state)[:5] if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"--resume {resume} is not a training checkpoint of this codebase (it holds {keys})")
+        saved_model = state["args"].get("model")
         if saved_model != args.model:
             raise ValueError(f"--resume {resume} is a checkpoint of {saved_model}, but --model is {args.model}")
         saved_norm = state.get("data", {}).get("normalization")
@@ -127,6 +130,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
     if ctx.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir / "checkpoints")  # a run killed mid-save leaves its temporary file
+        remove_stale_temporaries(run_dir, "config.json")
         write_text_atomic(run_dir / "config.json", json.dumps(vars(args), indent=1))
     log = RunLogger(run_dir, ctx.is_main)
     origin = f"resumed from {resume} at step {step}" if resume else "from scratch"

@@ -1,6 +1,7 @@
 """train.py's flags, ``--config FILE`` (TOML) presets, and the effective configuration saved beside a run."""
 
 import argparse
+import math
 import tomllib
 from pathlib import Path
 
@@ -85,9 +86,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             values = tomllib.loads(Path(args.config).read_text())
         except (OSError, tomllib.TOMLDecodeError) as err:
             raise ValueError(f"--config {args.config}: {err}") from None
-        known = {a.dest for a in parser._actions}
-        if unknown := sorted(set(values) - known):
+        actions = {a.dest: a for a in parser._actions}
+        if unknown := sorted(set(values) - set(actions)):
             raise ValueError(f"--config {args.config}: unknown keys {unknown}")
+        for key, value in values.items():
+            if wanted := config_type_error(actions[key], value):
+                raise ValueError(f"--config {args.config}: {key} = {value!r} is not {wanted}")
         parser.set_defaults(**values)
         args = parser.parse_args(argv)
+    if not 0 < args.lr < math.inf:
+        raise ValueError(f"--lr must be a positive number, got {args.lr}")
     return args
+
+
+def config_type_error(action: argparse.Action, value) -> str | None:
+    """What a config value should have been for its flag, or None if it is fine (argparse checks no defaults)."""
+    if action.type is None and action.nargs == 0:  # a switch
+        return None if isinstance(value, bool) else "true or false"
+    kind = action.type or str
+    checks = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+    fits = checks.get(kind, lambda v: isinstance(v, str))
+    name = {int: "an integer", float: "a number"}.get(kind, "a string")
+    if action.nargs is not None:
+        return None if isinstance(value, list) and all(fits(v) for v in value) else f"a list of {name.split()[-1]}s"
+    if not fits(value):
+        return name
+    if action.choices is not None and value not in action.choices:
+        return f"one of {', '.join(map(str, action.choices))}"
+    return None
