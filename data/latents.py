@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.atomic import atomic_write
+from training.atomic import atomic_write, write_text_atomic
 
 MANIFEST = "manifest.json"
 
@@ -30,8 +30,7 @@ def write_shard(path: Path, moments: np.ndarray) -> None:
 def write_manifest(directory: Path, shards: list[dict], **meta) -> None:
     """``shards`` = [{"file", "labels"}]; ``meta`` holds classes, vae, scale_factor, image_size, latent_shape and
     normalization ({"mean", "std"} per channel of the unscaled latents z = μ + σ·ε)."""
-    with atomic_write(directory / MANIFEST) as tmp:
-        tmp.write_text(json.dumps({"format": 1, **meta, "shards": shards}, indent=1))
+    write_text_atomic(directory / MANIFEST, json.dumps({"format": 1, **meta, "shards": shards}, indent=1))
 
 
 class LatentShards(Dataset):
