@@ -36,7 +36,7 @@ TOML = {
     "a number for a list": ("adam_betas = 0.9\n", "adam_betas = 0.9 is not a list of numbers"),
     "an unknown choice": ('prediction = "score"\n', "unknown prediction 'score'; valid: eps, x0, v"),
     "γ ≤ 0": ("weighting = 'min_snr'\nsnr_gamma = -1.0\n", "snr_gamma must be > 0"),
-    "lr = 0": ("lr = 0.0\n", "--lr must be a positive number"),
+    "lr < 0": ("lr = -1e-4\n", "--lr must be a finite number >= 0"),
     "not TOML": ("lr = = 1\n", "--config"),
 }
 

@@ -94,8 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 raise ValueError(f"--config {args.config}: {key} = {value!r} is not {wanted}")
         parser.set_defaults(**values)
         args = parser.parse_args(argv)
-    if not 0 < args.lr < math.inf:
-        raise ValueError(f"--lr must be a positive number, got {args.lr}")
+    if not 0 <= args.lr < math.inf:  # lr 0 is allowed: it measures the loss of a frozen model
+        raise ValueError(f"--lr must be a finite number >= 0, got {args.lr}")
     return args
 
 
