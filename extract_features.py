@@ -61,15 +61,17 @@ def extract(args, ctx, dataset: ImageFolder, vae) -> None:
     mine = [k for k in range(ctx.rank, num_shards, ctx.world_size) if not (out / shard_name(k)).exists()]
     todo = sum(min(args.shard_size, len(dataset) - k * args.shard_size) for k in mine)
     bar = tqdm(total=todo, unit="img", desc=f"rank {ctx.rank}", disable=not ctx.is_main and ctx.world_size > 8)
-    for k in mine:
-        indices = range(k * args.shard_size, min((k + 1) * args.shard_size, len(dataset)))
-        loader = DataLoader(Subset(dataset, indices), args.batch_size, num_workers=args.num_workers)
-        moments = []
-        for x, _ in loader:
-            moments.append(encode(vae, x.to(ctx.device)))
-            bar.update(len(x))
-        write_shard(out / shard_name(k), np.concatenate(moments))
-    bar.close()
+    with bar:  # closed, its line ended, before any error is printed
+        for k in mine:
+            indices = range(k * args.shard_size, min((k + 1) * args.shard_size, len(dataset)))
+            loader = DataLoader(Subset(dataset, indices), args.batch_size, num_workers=args.num_workers)
+            moments = []
+            for b, (x, y) in enumerate(loader):
+                if (y < 0).any():
+                    raise dataset.unreadable(indices[b * args.batch_size + int((y < 0).nonzero()[0])])
+                moments.append(encode(vae, x.to(ctx.device)))
+                bar.update(len(x))
+            write_shard(out / shard_name(k), np.concatenate(moments))
     dist.barrier()
     if ctx.is_main:
         labels = [label for _, label in dataset.samples]
@@ -98,10 +100,10 @@ def main() -> None:
         sys.exit(2)
     try:
         extract(args, ctx, dataset, vae)
-    except WriteError as err:
+    except (ValueError, WriteError) as err:  # an image unreadable past its header; a full disk
         print(f"extract_features.py: error: {err}", file=sys.stderr)
         dist.shutdown()
-        sys.exit(1)
+        sys.exit(2 if isinstance(err, ValueError) else 1)
     dist.shutdown()
 
 

@@ -5,6 +5,7 @@ Both check everything (dtype, layout, sizes, truncation) when opened, before any
 
 import math
 import os
+import warnings
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from data.images import image_modes
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -75,25 +78,26 @@ class NpzImages:
 
 class FolderImages:
     """PNG/JPEG files anywhere under ``root``, sorted by path, all of one size; grey [.., 1] when every image is
-    grey (mode L), else RGB [.., 3]. Decoded a batch at a time by a few threads."""
+    grey (mode L), else RGB [.., 3] (``data.images.image_mode`` says which modes are read). Other files are
+    skipped. Decoded a batch at a time by a few threads."""
 
     def __init__(self, root: Path):
         self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
         if not self.paths:
             raise ValueError(f"{root} holds no PNG or JPEG images")
-        first_of_size, modes = {}, set()
+        modes = set(image_modes(self.paths))
+        first_of_size = {}
         for path in self.paths:
-            try:
-                with Image.open(path) as im:
-                    first_of_size.setdefault(im.size, path)
-                    modes.add(im.mode)
-            except OSError as err:
-                raise ValueError(f"{path} is not a readable image ({err})") from None
+            with Image.open(path) as im:
+                first_of_size.setdefault(im.size, path)
         if len(first_of_size) > 1:
             (a, pa), (b, pb) = list(first_of_size.items())[:2]
             raise ValueError(f"{root} mixes image sizes: {a[0]}×{a[1]} ({pa}) and {b[0]}×{b[1]} ({pb}); "
                              f"all images must have one size")  # fmt: skip
         self.mode = "L" if modes == {"L"} else "RGB"
+        if len(modes) > 1:
+            names = ", ".join(sorted(modes))
+            warnings.warn(f"{root} mixes image modes {names}; every image is read as RGB", stacklevel=2)
         ((width, height),) = first_of_size
         self.count, self.shape = len(self.paths), (height, width, 1 if self.mode == "L" else 3)
 

@@ -91,6 +91,11 @@ def open_source(path: str | Path) -> Source:
             if mu in keys and sigma in keys
         }
         features = _load(npz, path, "features") if "features" in keys else None
+    for kind, g in stats.items():
+        if not (np.isfinite(g.mu).all() and np.isfinite(g.sigma).all()):
+            raise ValueError(f"{path}: its {kind} statistics ({', '.join(STAT_KEYS[kind])}) hold NaN or inf")
+    if features is not None and not np.isfinite(features).all():
+        raise ValueError(f"{path}: its stored features hold NaN or inf")
     return Source(path, images, stats, features, extractor)
 
 

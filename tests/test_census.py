@@ -8,8 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from diffusers import AutoencoderKL
+from PIL import Image
+
+from evaluation.images import FolderImages
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -87,3 +92,132 @@ def test_sample_from_a_bad_checkpoint(tmp_path, name):
     message = CHECKPOINTS.get(name, "a checkpoint without our training record needs --model")
     cmd = [str(ROOT / "sample_ddp.py"), "--ckpt", f"bad/{name}", "--num-samples", "4", "--out", "s.npz"]
     refused(cmd, tmp_path, message)
+
+
+def save_images(d: Path, n: int = 4, mode: str = "L", start: int = 0) -> None:
+    """n random 28×28 PNGs of one mode in d."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(start)
+    for i in range(start, start + n):
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).convert(mode).save(d / f"{i}.png")
+
+
+def truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the header survives, the pixel data does not
+
+
+BAD_IMAGES = {  # what to put among good images -> the message
+    "random bytes": (lambda d: (d / "9.png").write_bytes(os.urandom(500)), "9.png is not a readable image"),
+    "a non-image file named .png": (lambda d: (d / "9.png").write_text("notes\n"), "9.png is not a readable image"),
+    "a truncated image": (lambda d: truncate(d / "2.png"), "2.png is not a readable image (image file is truncated"),
+    "an RGBA image": (lambda d: save_images(d, 1, "RGBA", 9), "9.png has an alpha channel (mode RGBA)"),
+    "a 16-bit image": (lambda d: Image.new("I;16", (28, 28)).save(d / "9.png"), "9.png has mode I;16, not 8-bit"),
+}  # fmt: skip
+BAD_NPZ = {  # arrays of the .npz -> the message
+    "an object array (a pickle)": ({"arr_0": np.array([{"a": 1}] * 4, dtype=object)}, "holds Python objects"),
+    "float images": ({"arr_0": np.zeros((4, 28, 28, 1), np.float32)}, "is float32, expected uint8"),
+    "NCHW images": ({"arr_0": np.zeros((4, 1, 28, 28), np.uint8)}, "which is NCHW"),
+    "zero images": ({"arr_0": np.zeros((0, 28, 28, 1), np.uint8)}, "holds 0 images"),
+}
+BAD_STATS = {  # a reference statistics file -> the message
+    "NaN in the mean": ({"mu": np.full(128, np.nan), "sigma": np.eye(128)}, "pool statistics (mu, sigma) hold NaN"),
+    "inf in a covariance": ({"mu": np.zeros(128), "sigma": np.eye(128), "mu_s": np.zeros(448),
+                             "sigma_s": np.diag(np.r_[np.inf, np.ones(447)])}, "spatial statistics (mu_s, sigma_s)"),
+}  # fmt: skip
+EVAL = [str(ROOT / "evaluate_fid.py"), "--feature-extractor", "fashion", "--device", "cpu", "--json", "out.json"]
+
+
+@pytest.fixture
+def good_npz(tmp_path) -> Path:
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    np.savez(tmp_path / "good.npz", arr_0=images)
+    return tmp_path / "good.npz"
+
+
+@pytest.mark.parametrize("case", BAD_NPZ)
+def test_evaluate_a_bad_sample_npz(tmp_path, good_npz, case):
+    np.savez(tmp_path / "bad.npz", **BAD_NPZ[case][0])
+    refused([*EVAL, "good.npz", "bad.npz"], tmp_path, BAD_NPZ[case][1])
+
+
+@pytest.mark.parametrize("case", BAD_STATS)
+def test_evaluate_reference_statistics_that_are_not_finite(tmp_path, good_npz, case):
+    np.savez(tmp_path / "ref.npz", feature_extractor=np.array("fashion"), **BAD_STATS[case][0])
+    refused([*EVAL, "ref.npz", "good.npz"], tmp_path, BAD_STATS[case][1])
+
+
+@pytest.mark.parametrize("case", BAD_IMAGES)
+def test_evaluate_an_image_folder_with_a_bad_file(tmp_path, good_npz, case):
+    save_images(tmp_path / "samples")
+    BAD_IMAGES[case][0](tmp_path / "samples")
+    refused([*EVAL, "good.npz", "samples"], tmp_path, BAD_IMAGES[case][1])
+
+
+def test_an_image_folder_of_mixed_modes_is_read_as_rgb_with_one_warning(tmp_path):
+    """L, RGB, P and CMYK (ImageNet holds grey and CMYK JPEGs) are read as RGB; other files are skipped."""
+    d = tmp_path / "mixed"
+    d.mkdir()
+    Image.new("L", (8, 8), 77).save(d / "0.png")
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(d / "1.png")
+    Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(d / "2.jpg")  # pure red
+    Image.new("RGB", (8, 8), (0, 0, 200)).convert("P", palette=Image.Palette.ADAPTIVE).save(d / "3.png")
+    (d / "notes.txt").write_text("not an image\n")
+    with pytest.warns(UserWarning, match="mixes image modes CMYK, L, P, RGB; every image is read as RGB"):
+        images = FolderImages(d)
+    (batch,) = images.batches(8)
+    assert batch.shape == (4, 8, 8, 3) and images.count == 4
+    assert batch[0, 0, 0].tolist() == [77, 77, 77] and batch[1, 0, 0].tolist() == [1, 2, 3]
+    assert batch[3, 0, 0].tolist() == [0, 0, 200]
+    assert np.abs(batch[2].astype(int) - [255, 0, 0]).max() <= 2  # JPEG rounding
+
+
+EXTRACT = ["--out", "latents", "--image-size", "16", "--shard-size", "2", "--batch-size", "2", "--num-workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def vae(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("vae") / "vae"
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1,
+                  norm_num_groups=8, sample_size=16).save_pretrained(path)  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_IMAGES if c != "a truncated image"])
+def test_extract_an_image_folder_with_a_bad_file(tmp_path, vae, case):
+    save_images(tmp_path / "images/cat", mode="RGB")
+    BAD_IMAGES[case][0](tmp_path / "images/cat")
+    cmd = [str(ROOT / "extract_features.py"), "--data-path", "images", "--vae", str(vae), *EXTRACT]
+    refused(cmd, tmp_path, BAD_IMAGES[case][1])
+
+
+def test_extract_a_truncated_image_keeps_the_shards_before_it_and_resumes(tmp_path, vae):
+    """Data that breaks past its header is only found when encoded: one line and exit 2 then, the finished shards
+    kept, no temporaries; once the image is replaced the re-run completes."""
+    save_images(tmp_path / "images/cat", 6, mode="RGB")
+    good = (tmp_path / "images/cat/4.png").read_bytes()
+    truncate(tmp_path / "images/cat/4.png")
+    cmd = [sys.executable, str(ROOT / "extract_features.py"), "--data-path", "images", "--vae", str(vae), *EXTRACT]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
+    lines = [line for line in res.stderr.splitlines() if line.strip() and not line.startswith("rank 0:")]  # bar
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert lines[0].startswith("extract_features.py: error: ")
+    assert "images/cat/4.png is not a readable image (image file is truncated" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "latents").iterdir()) == ["shard-00000.npy", "shard-00001.npy"]
+    (tmp_path / "images/cat/4.png").write_bytes(good)
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0 and (tmp_path / "latents/manifest.json").exists(), res.stderr[-2000:]
+
+
+def test_extract_mixed_modes_are_read_as_rgb_and_other_files_skipped(tmp_path, vae):
+    d = tmp_path / "images/cat"
+    save_images(d, 1, "L")
+    save_images(d, 1, "RGB", 1)
+    Image.new("CMYK", (28, 28), (0, 255, 255, 0)).save(d / "2.jpg")
+    (d / "notes.txt").write_text("not an image\n")
+    cmd = [sys.executable, str(ROOT / "extract_features.py"), "--data-path", "images", "--vae", str(vae), *EXTRACT]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "wrote 3 images in 2 shards" in res.stdout

@@ -61,6 +61,16 @@ def test_one_and_two_processes_write_identical_files(ckpt, tmp_path):
     assert images.std() > 0
 
 
+def test_more_processes_than_samples(ckpt, tmp_path):
+    """3 samples in one batch: rank 1 has nothing to do, waits, and the file is the one process's, byte for byte."""
+    args = ["--num-samples", "3", "--per-proc-batch-size", "4", "--sampler", "ddpm", "--steps", "2"]
+    sample(["--ckpt", str(ckpt), "--out", str(tmp_path / "one.npz"), *args])
+    sample(["--ckpt", str(ckpt), "--out", str(tmp_path / "two.npz"), *args], nproc=2)
+    assert (tmp_path / "one.npz").read_bytes() == (tmp_path / "two.npz").read_bytes()
+    with np.load(tmp_path / "two.npz", allow_pickle=False) as f:
+        assert f["arr_0"].shape == (3, 32, 32, 1)
+
+
 def test_weights_choose_ema_or_raw(ckpt):
     state = torch.load(ckpt, weights_only=True)
     for weights, part in (("ema", "ema"), ("raw", "model")):
