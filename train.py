@@ -131,8 +131,9 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(run_dir / "checkpoints")  # a run killed mid-save leaves its temporary file
         remove_stale_temporaries(run_dir, "config.json")
+        remove_stale_temporaries(run_dir, "metrics.csv")
         write_text_atomic(run_dir / "config.json", json.dumps(vars(args), indent=1))
-    log = RunLogger(run_dir, ctx.is_main)
+    log = RunLogger(run_dir, ctx.is_main, step)
     origin = f"resumed from {resume} at step {step}" if resume else "from scratch"
     log.info(f"{args.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {data.description}; "
              f"{args.prediction}-prediction, {args.weighting} weighting; {ctx.world_size} process(es) on "

@@ -61,10 +61,17 @@ def test_interrupted_and_resumed_equals_uninterrupted_bitwise(latents, tmp_path,
     base = [*TINY, "--data-path", str(latents), "--class-dropout", "0.2"]
     run([*base, "--max-steps", "4", "--results-dir", str(tmp_path / "a")], nproc)
     run([*base, "--max-steps", "2", "--results-dir", str(tmp_path / "b")], nproc)
+    with open(tmp_path / "b/metrics.csv", "a") as f:  # what a run killed after logging step 3 leaves
+        f.write("3,9.99," + "0," * 10 + "\n4,9.9")
     run([*base, "--max-steps", "4", "--results-dir", str(tmp_path / "b"), "--resume", "auto"], nproc)
     a, b = params(tmp_path / "a/checkpoints/0000004.pt"), params(tmp_path / "b/checkpoints/0000004.pt")
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = (tmp_path / "b/metrics.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == [1, 2, 3, 4]  # the killed run's rows after step 2 replaced
+    assert {k: r["loss"] for k, r in logged(tmp_path / "b").items()} == {
+        k: r["loss"] for k, r in logged(tmp_path / "a").items()
+    }
     assert load_checkpoint(tmp_path / "b/checkpoints/0000004.pt")["opt"] is not None
     assert "resumed from" in (tmp_path / "b/log.txt").read_text()
 

@@ -3,17 +3,34 @@
 import csv
 from pathlib import Path
 
+from training.atomic import write_text_atomic
+
 
 class RunLogger:
-    def __init__(self, run_dir: Path, enabled: bool):
+    """``start_step``: the step training starts from. Rows that a killed run logged after it (its last one perhaps
+    cut short) are dropped, since this run logs those steps again."""
+
+    def __init__(self, run_dir: Path, enabled: bool, start_step: int = 0):
         self.enabled = enabled
         self.run_dir = run_dir
         self._writer = self._csv = None
         if enabled:
+            self._drop_rows_after(start_step)
             from torch.utils.tensorboard import SummaryWriter
 
             self._text = open(run_dir / "log.txt", "a", buffering=1)
             self._writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def _drop_rows_after(self, step: int) -> None:
+        path = self.run_dir / "metrics.csv"
+        if not path.exists():
+            return
+        header, *rows = path.read_text().splitlines(keepends=True) or [""]
+        kept = [r for r in rows if r.endswith("\n") and r.split(",")[0].isdigit() and int(r.split(",")[0]) <= step]
+        if kept and header.endswith("\n"):
+            write_text_atomic(path, header + "".join(kept))
+        else:
+            path.unlink()
 
     def info(self, message: str) -> None:
         if self.enabled:
