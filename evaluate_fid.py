@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from evaluation import EXTRACTORS, evaluate
+from training.atomic import write_text_atomic
 from training.cli import OneLineParser
 
 LABELS = {"fid": "FID", "sfid": "sFID", "is": "IS"}
@@ -66,7 +67,7 @@ def main(argv=None) -> None:
         sys.exit(2)
     print(summary(result))
     if args.json is not None:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
