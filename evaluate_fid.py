@@ -17,7 +17,7 @@ from pathlib import Path
 
 from evaluation import EXTRACTORS, evaluate
 from training.atomic import write_text_atomic
-from training.cli import OneLineParser
+from training.cli import OneLineParser, fail
 
 LABELS = {"fid": "FID", "sfid": "sFID", "is": "IS"}
 
@@ -63,8 +63,7 @@ def main(argv=None) -> None:
             result = evaluate(args.ref, args.sample, args.metrics, args.feature_extractor, args.weights,
                               args.batch_size, args.device, args.save_ref_stats)  # fmt: skip
     except ValueError as err:
-        print(f"evaluate_fid.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail("evaluate_fid.py", err)
     print(summary(result))
     if args.json is not None:
         write_text_atomic(args.json, json.dumps(result, indent=1) + "\n")

@@ -11,7 +11,6 @@ writes ``manifest.json`` last, with the per-channel mean and std of the latents 
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,7 @@ from data.normalization import latent_channel_stats
 from data.vae import SCALE_FACTOR, VAES, load_vae
 from training import dist
 from training.atomic import WriteError, remove_stale_temporaries
-from training.cli import OneLineParser
+from training.cli import OneLineParser, fail
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -95,15 +94,11 @@ def main() -> None:
         dataset = ImageFolder(args.data_path, args.image_size)
         vae = load_vae(args.vae, ctx.device)
     except ValueError as err:
-        print(f"extract_features.py: error: {err}", file=sys.stderr)
-        dist.shutdown()
-        sys.exit(2)
+        fail("extract_features.py", err)
     try:
         extract(args, ctx, dataset, vae)
     except (ValueError, WriteError) as err:  # an image unreadable past its header; a full disk
-        print(f"extract_features.py: error: {err}", file=sys.stderr)
-        dist.shutdown()
-        sys.exit(2 if isinstance(err, ValueError) else 1)
+        fail("extract_features.py", err, 2 if isinstance(err, ValueError) else 1)
     dist.shutdown()
 
 

@@ -36,7 +36,7 @@ from sampling import (
 )
 from training import dist, precision
 from training.atomic import WriteError, atomic_write, remove_stale_temporaries, write_text_atomic
-from training.cli import OneLineParser
+from training.cli import OneLineParser, fail
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -217,9 +217,7 @@ def main() -> None:
     try:
         parts = setup(args, ctx)
     except (ValueError, FileNotFoundError) as err:
-        print(f"sample_ddp.py: error: {err}", file=sys.stderr)
-        dist.shutdown()
-        sys.exit(2)
+        fail("sample_ddp.py", err)
     for note in parts["spec"].notes if ctx.is_main else []:
         print(f"note: {note}", file=sys.stderr)
     tic = time.time()
@@ -231,9 +229,7 @@ def main() -> None:
             elapsed = time.time() - tic
             print(f"{elapsed:.1f} s on {ctx.world_size} process(es), assembly included")
     except WriteError as err:
-        print(f"sample_ddp.py: error: {err}", file=sys.stderr)
-        dist.shutdown()
-        sys.exit(1)
+        fail("sample_ddp.py", err, 1)
     dist.shutdown()
 
 

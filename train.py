@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from models import check_model_name, create_model, load_weights
 from training import dist, precision
 from training.atomic import WriteError, remove_stale_temporaries, write_text_atomic
 from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
+from training.cli import fail
 from training.config import parse_args
 from training.ema import update_ema
 from training.logger import RunLogger
@@ -239,22 +239,17 @@ def main() -> None:
         if args.global_batch_size % world_size:
             raise ValueError(f"--global-batch-size {args.global_batch_size} does not divide by {world_size} processes")
     except ValueError as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail("train.py", err)
     ctx = dist.init()
     precision.configure(ctx.device, args.precision)
     try:
         parts = setup(args, ctx)
     except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        dist.shutdown()
-        sys.exit(2)
+        fail("train.py", err)
     try:
         train(args, ctx, **parts)
     except (FloatingPointError, WriteError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        dist.shutdown()
-        sys.exit(1)
+        fail("train.py", err, 1)
     dist.shutdown()
 
 

@@ -26,6 +26,7 @@ from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out, x0_errors  
 from sampling import load_for_sampling  # noqa: E402
 from tools.convergence import arm_of  # noqa: E402
 from training.checkpoint import list_checkpoints  # noqa: E402
+from training.cli import fail  # noqa: E402
 
 FIELDS = ["run", "step", "weights", "t", "snr", "x0_mse", "floor_zero", "floor_mean", "floor_class_mean"]
 
@@ -148,8 +149,7 @@ def main() -> None:
         arms = list(dict.fromkeys(arm_of(run.name) for run in args.runs))
         heatmap(rows, arms, args.weights, args.out / "denoiser_heatmap.png", args.title)
     except ValueError as err:
-        print(f"denoiser_error.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail("denoiser_error.py", err)
     print(f"wrote {csv_path} and {args.out / 'denoiser_heatmap.png'}")
 
 

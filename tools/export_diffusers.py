@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.diffusers_export import scheduler_config, transformer_config, transformer_state_dict  # noqa: E402
 from sampling import load_for_sampling  # noqa: E402
-from training.cli import OneLineParser  # noqa: E402
+from training.cli import OneLineParser, fail  # noqa: E402
 
 
 def export(ckpt: str, out_dir: Path, weights: str = "ema", model_name: str | None = None) -> None:
@@ -74,8 +74,7 @@ def main() -> None:
     try:
         export(args.ckpt, args.out_dir, args.weights, args.model)
     except ValueError as err:
-        print(f"export_diffusers.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail("export_diffusers.py", err)
     print(f"wrote {args.out_dir}/transformer, {args.out_dir}/scheduler and {args.out_dir}/export.json")
 
 
