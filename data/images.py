@@ -13,12 +13,12 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 TO_RGB = ("1", "L", "P", "RGB", "CMYK", "YCbCr")  # modes read as RGB; ImageNet holds grey and CMYK JPEGs
 
 
-def image_mode(path: str | Path) -> str:
-    """The PIL mode from ``path``'s header, or one clear ValueError: not an image, or a mode that has no single
-    RGB reading (an alpha channel needs a background; 16-bit and float modes need a scale)."""
+def image_header(path: str | Path) -> tuple[str, tuple[int, int]]:
+    """(PIL mode, (width, height)) from ``path``'s header, or one clear ValueError: not an image, or a mode that has
+    no single RGB reading (an alpha channel needs a background; 16-bit and float modes need a scale)."""
     try:
         with Image.open(path) as im:
-            mode, transparent = im.mode, "transparency" in im.info
+            mode, size, transparent = im.mode, im.size, "transparency" in im.info
     except OSError as err:
         raise ValueError(f"{path} is not a readable image ({err})") from None
     if "A" in mode or "a" in mode or (mode == "P" and transparent):
@@ -26,13 +26,13 @@ def image_mode(path: str | Path) -> str:
                          f"composite it onto a background first")  # fmt: skip
     if mode not in TO_RGB:
         raise ValueError(f"{path} has mode {mode}, not 8-bit grey or colour; valid: {', '.join(TO_RGB)}")
-    return mode
+    return mode, size
 
 
-def image_modes(paths: list) -> list[str]:
-    """``image_mode`` of every path, headers read by a few threads: a folder is checked whole before any work."""
+def image_headers(paths: list) -> list[tuple[str, tuple[int, int]]]:
+    """``image_header`` of every path, read by a few threads: a folder is checked whole before any work."""
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(image_mode, paths))
+        return list(pool.map(image_header, paths))
 
 
 def center_crop_arr(image: Image.Image, size: int) -> np.ndarray:
@@ -57,7 +57,7 @@ class ImageFolder(Dataset):
         self.samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
         if not self.samples:
             raise ValueError(f"{root} holds no images in class subfolders")
-        image_modes([path for path, _ in self.samples])
+        image_headers([path for path, _ in self.samples])
         self.size = size
         self.shape = (3, size, size)
         self.num_classes = len(self.classes)

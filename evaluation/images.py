@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data.images import image_modes
+from data.images import image_headers
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -78,18 +78,18 @@ class NpzImages:
 
 class FolderImages:
     """PNG/JPEG files anywhere under ``root``, sorted by path, all of one size; grey [.., 1] when every image is
-    grey (mode L), else RGB [.., 3] (``data.images.image_mode`` says which modes are read). Other files are
+    grey (mode L), else RGB [.., 3] (``data.images.image_header`` says which modes are read). Other files are
     skipped. Decoded a batch at a time by a few threads."""
 
     def __init__(self, root: Path):
         self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
         if not self.paths:
             raise ValueError(f"{root} holds no PNG or JPEG images")
-        modes = set(image_modes(self.paths))
+        headers = image_headers(self.paths)
+        modes = {mode for mode, _ in headers}
         first_of_size = {}
-        for path in self.paths:
-            with Image.open(path) as im:
-                first_of_size.setdefault(im.size, path)
+        for path, (_, size) in zip(self.paths, headers, strict=True):
+            first_of_size.setdefault(size, path)
         if len(first_of_size) > 1:
             (a, pa), (b, pb) = list(first_of_size.items())[:2]
             raise ValueError(f"{root} mixes image sizes: {a[0]}×{a[1]} ({pa}) and {b[0]}×{b[1]} ({pb}); "
