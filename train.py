@@ -9,9 +9,7 @@ Bad input ends in one line and exit code 2 before any work starts.
 """
 
 import copy
-import hashlib
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -23,24 +21,17 @@ from tqdm import tqdm
 
 from data import ResumableSampler, open_training_data
 from diffusion import create_diffusion
-from diffusion.bands import BAND_NAMES, band_of_snr
-from diffusion.uncertainty import LogVariance, uncertainty_loss
+from diffusion.uncertainty import LogVariance
 from models import check_model_name, create_model, load_weights
 from training import dist, precision
 from training.atomic import WriteError, remove_stale_temporaries, write_text_atomic
 from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
 from training.cli import fail
-from training.config import parse_args
+from training.config import parse_args, parser_defaults
 from training.ema import update_ema
 from training.logger import RunLogger
-
-
-def step_seed(seed: int, step: int, rank: int = -1) -> int:
-    """The seed of every draw made at ``step``; rank -1 is shared by all ranks (used for whole-batch draws).
-    Defined by a specification, so it never changes with the Python version: the first 8 bytes, little-endian,
-    of SHA-256 of the ASCII text "seed:step:rank", with the top bit cleared."""
-    digest = hashlib.sha256(f"{seed}:{step}:{rank}".encode("ascii")).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+from training.rundir import check_run_dir, default_run_dir
+from training.step import BandLog, StepParts, draw_batch, learning_rate, make_optimizer, train_step
 
 
 def setup(args, ctx: dist.Context) -> dict:
@@ -76,11 +67,16 @@ def setup(args, ctx: dist.Context) -> dict:
         grad_checkpoint=args.grad_checkpoint,
     ).to(ctx.device)
     logvar = LogVariance(seed=args.seed).to(ctx.device) if args.learned_uncertainty else None
-    run_dir = Path(args.results_dir or f"results/{args.model.replace('/', '-')}-{args.prediction}-{args.weighting}")
+    run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(args, parser_defaults())
+    check_run_dir(run_dir, args)
     resume = None
     if args.resume == "auto":
         found = list_checkpoints(run_dir / "checkpoints")
         resume = found[-1] if found else None
+        newest = torch.tensor([int(resume.stem) if resume else -1], device=ctx.device)
+        if dist.all_reduce_max(newest) != -dist.all_reduce_max(-newest):
+            raise ValueError(f"the ranks see different newest checkpoints in {run_dir / 'checkpoints'}: --resume "
+                             "auto needs a filesystem that every node shares (docs/training.md)")  # fmt: skip
     elif args.resume:
         resume = Path(args.resume)
     state = None
@@ -108,9 +104,7 @@ def setup(args, ctx: dist.Context) -> dict:
 
 def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path, state: dict | None, resume) -> None:
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    params = [*model.parameters(), *(logvar.parameters() if logvar is not None else [])]
-    opt = torch.optim.AdamW(params, lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay,
-                            fused=True)  # fmt: skip
+    opt = make_optimizer(args, [*model.parameters(), *(logvar.parameters() if logvar is not None else [])])
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=args.precision == "fp16")
     step = 0
     if state is not None:
@@ -121,6 +115,9 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
     net = DistributedDataParallel(model) if ctx.distributed else model
     net = torch.compile(net) if args.compile else net
     u_net = DistributedDataParallel(logvar) if ctx.distributed and logvar is not None else logvar
+    parts = StepParts(net, model, u_net, opt, scaler, diffusion,
+                      torch.as_tensor(diffusion.snr, device=ctx.device).log().float(),  # [T] u's input
+                      args.precision, args.grad_accum, args.grad_clip)  # fmt: skip
 
     batch = args.global_batch_size // ctx.world_size
     rows = slice(ctx.rank * batch, (ctx.rank + 1) * batch)  # this rank's part of the global batch
@@ -139,90 +136,41 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
              f"{args.prediction}-prediction, {args.weighting} weighting; {ctx.world_size} process(es) on "
              f"{ctx.device.type}; {origin}")  # fmt: skip
 
-    gen = torch.Generator(ctx.device)
-    sums = torch.zeros(2, device=ctx.device, dtype=torch.float64)  # loss, grad norm, summed over steps
-    band_of_t = torch.as_tensor(band_of_snr(diffusion.snr), device=ctx.device)  # [T] band index of each step
-    log_snr = torch.as_tensor(diffusion.snr, device=ctx.device).log().float()  # [T]
-    band_sums = torch.zeros(3, len(BAND_NAMES), device=ctx.device, dtype=torch.float64)  # [x0-MSE sum, u sum, count]
-    n_steps = 0
+    bands = BandLog(diffusion, ctx.device)
     tic, bar = time.time(), tqdm(total=args.max_steps, initial=step, disable=not ctx.is_main, desc="train")
     while step < args.max_steps:
         x, y = next(loader)
         x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
-        gen.manual_seed(step_seed(args.seed, step))
-        torch.manual_seed(step_seed(args.seed, step, ctx.rank))  # the model's label dropout
-        x0 = data.prepare(x, gen, rows, args.global_batch_size)
-        t = diffusion.sample_timesteps(args.global_batch_size, ctx.device, gen)[rows]
-        noise = torch.randn((args.global_batch_size, *x0.shape[1:]), device=ctx.device, generator=gen)[rows]
-        lr = args.lr * min(1.0, (step + 1) / args.warmup_steps) if args.warmup_steps else args.lr
-        for group in opt.param_groups:
-            group["lr"] = lr
-
-        with precision.autocast(ctx.device, args.precision):
-            terms = diffusion.training_losses(net, x0, t, {"y": y}, noise)
-        if u_net is not None:
-            u = u_net(log_snr[t])
-            terms["u"] = u.detach()
-            terms["loss"] = uncertainty_loss(terms["weighted_mse"].float(), u) + terms.get("vb", 0)
-        loss = terms["loss"].float().mean()
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip or math.inf)
-        check = dist.all_reduce_mean(torch.stack([loss.detach(), grad_norm if args.precision != "fp16" else loss]))
-        if not torch.isfinite(check).all():
+        inputs = draw_batch(x, y, step, args, data, diffusion, rows, ctx.device)
+        lr = learning_rate(args, step)
+        try:
+            loss, grad_norm, terms = train_step(parts, inputs, lr)
+        except FloatingPointError as err:
             bar.close()
-            raise FloatingPointError(f"non-finite loss or grad norm at step {step + 1} ({check.tolist()}); the last "
-                                     f"checkpoint in {run_dir / 'checkpoints'} is intact")  # fmt: skip
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
+            raise FloatingPointError(f"{err} at step {step + 1}; the last checkpoint in {run_dir / 'checkpoints'} "
+                                     "is intact") from None  # fmt: skip
         update_ema(ema, model, args.ema_decay)
         step += 1
         bar.update(1)
 
-        sums += torch.stack([loss.detach(), grad_norm.detach()]).double()
-        n_steps += 1
-        band = band_of_t[t]
-        band_sums[0].index_add_(0, band, terms["x0_mse"].double())
-        if "u" in terms:
-            band_sums[1].index_add_(0, band, terms["u"].double())
-        band_sums[2].index_add_(0, band, torch.ones_like(band, dtype=torch.float64))
+        bands.add(loss, grad_norm, inputs.t, terms)
         if step % args.log_every == 0 or step == args.max_steps:
-            totals = dist.all_reduce_mean(torch.cat([sums / n_steps, band_sums.flatten()]))
-            k = len(BAND_NAMES)
-            # A band that no rank drew in this interval logs NaN (an empty cell), not a made-up zero.
-            counts = totals[2 + 2 * k :].where(totals[2 + 2 * k :] > 0, math.nan)
-            band_mse, band_u = totals[2 : 2 + k] / counts, totals[2 + k : 2 + 2 * k] / counts
-            elapsed = time.time() - tic
-            metrics = {"loss": totals[0], "grad_norm": totals[1], "lr": lr, "steps_per_s": n_steps / elapsed,
-                       "images_per_s": n_steps * args.global_batch_size / elapsed,
-                       **{f"x0_mse_{name}": band_mse[i] for i, name in enumerate(BAND_NAMES)}}  # fmt: skip
-            if logvar is not None:  # the weighting u learned: the loss it left at each band
-                metrics |= {f"u_{name}": band_u[i] for i, name in enumerate(BAND_NAMES)}
-            log.metrics(step, {k: float(v) for k, v in metrics.items()})
-            sums.zero_()
-            band_sums.zero_()
-            n_steps, tic = 0, time.time()
+            elapsed, n_steps = time.time() - tic, bands.steps
+            means = bands.metrics(with_u=logvar is not None)
+            speed = {
+                "lr": lr,
+                "steps_per_s": n_steps / elapsed,
+                "images_per_s": n_steps * args.global_batch_size / elapsed,
+            }
+            log.metrics(step, {"loss": means.pop("loss"), "grad_norm": means.pop("grad_norm"), **speed, **means})
+            tic = time.time()
         if step % args.ckpt_every == 0 or step == args.max_steps:
             if ctx.is_main:
-                path = checkpoint_path(run_dir / "checkpoints", step)
-                record = {
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict(),
-                    "opt": opt.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "step": step,
-                    "args": vars(args),
-                    "data": {"seed": args.seed, "position": step * args.global_batch_size, **data.record()},
-                }
-                if logvar is not None:
-                    record["uncertainty"] = logvar.state_dict()
                 try:
-                    save_atomic(record, path)
+                    path = save(run_dir, step, args, data, model, ema, opt, scaler, logvar)
                 except WriteError:
                     bar.close()
                     raise
-                prune_checkpoints(run_dir / "checkpoints", args.keep_checkpoints)
                 log.info(f"saved {path}")
             dist.barrier()
     bar.close()
@@ -232,12 +180,34 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
     log.close()
 
 
+def save(run_dir: Path, step: int, args, data, model, ema, opt, scaler, logvar) -> Path:
+    """Write the step's checkpoint atomically and prune by the keep policy; returns its path."""
+    path = checkpoint_path(run_dir / "checkpoints", step)
+    record = {
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "opt": opt.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,
+        "args": vars(args),
+        "data": {"seed": args.seed, "position": step * args.global_batch_size, **data.record()},
+    }
+    if logvar is not None:
+        record["uncertainty"] = logvar.state_dict()
+    save_atomic(record, path)
+    prune_checkpoints(run_dir / "checkpoints", args.keep_checkpoints, args.keep_every)
+    return path
+
+
 def main() -> None:
     try:
         args = parse_args()
         world_size = int(os.environ.get("WORLD_SIZE", 1))
         if args.global_batch_size % world_size:
             raise ValueError(f"--global-batch-size {args.global_batch_size} does not divide by {world_size} processes")
+        if (args.global_batch_size // world_size) % args.grad_accum:
+            raise ValueError(f"--grad-accum {args.grad_accum} does not divide the per-process batch "
+                             f"{args.global_batch_size // world_size}")  # fmt: skip
     except ValueError as err:
         fail("train.py", err)
     ctx = dist.init()

@@ -3,8 +3,9 @@
     python bench/train_step.py --model DiT-S/2 --batch 32                       # CPU, fp32
     python bench/train_step.py --model DiT-XL/2 --batch 32 --precision bf16 --compile [--grad-checkpoint]
 
-One step is what train.py does: the loss (x0, Min-SNR-5), backward, gradient clipping, fused AdamW and
-the foreach EMA. Model FLOPs per step = 3 (forward + backward) × 2 × forward multiply-adds × batch; MFU is the
+One step is train.py's own ``training.step.train_step`` (x0, Min-SNR-5; backward, gradient clipping at 1.0, fused
+AdamW), then the foreach EMA.
+Model FLOPs per step = 3 (forward + backward) × 2 × forward multiply-adds × batch; MFU is the
 achieved rate over a dense matmul in the same precision: on the CPU 1024² operands (the issue's yardstick),
 timed right after every step, since a shared CPU's rate drifts; on CUDA the model's own MLP shape
 (batch·tokens × hidden × 4·hidden) and 8192².
@@ -28,6 +29,7 @@ from models import ALL_MODELS, create_model  # noqa: E402
 from models.flops import forward_macs  # noqa: E402
 from training import precision  # noqa: E402
 from training.ema import update_ema  # noqa: E402
+from training.step import Batch, StepParts, make_optimizer, train_step  # noqa: E402
 
 
 def sync(device: torch.device) -> None:
@@ -91,7 +93,7 @@ def main() -> None:
     ema = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000).to(device)
     ema.load_state_dict(model.state_dict())
     ema.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    opt = make_optimizer(argparse.Namespace(lr=1e-4, adam_betas=(0.9, 0.999), weight_decay=0.0), model.parameters())
     diffusion = create_diffusion(
         prediction="x0", weighting="min_snr", learn_sigma=model.out_channels == 2 * args.channels
     )
@@ -99,15 +101,13 @@ def main() -> None:
     gen = torch.Generator(device).manual_seed(0)
     x0 = torch.randn(args.batch, args.channels, args.input_size, args.input_size, device=device, generator=gen)
     y = torch.randint(0, 1000, (args.batch,), device=device, generator=gen)
+    scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
+    log_snr = torch.as_tensor(diffusion.snr, device=device).log().float()
+    parts = StepParts(net, model, None, opt, scaler, diffusion, log_snr, args.precision, grad_clip=1.0)
 
     def step() -> None:
         t = diffusion.sample_timesteps(args.batch, device, gen)
-        with precision.autocast(device, args.precision):
-            loss = diffusion.training_losses(net, x0, t, {"y": y})["loss"].float().mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(parts, Batch(x0, t, torch.randn_like(x0), y, None), lr=1e-4)
         update_ema(ema, model, 0.9999)
 
     if device.type == "cuda":

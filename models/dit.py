@@ -13,6 +13,7 @@ from .layers import (
     Attention,
     check_geometry,
     check_input,
+    drop_labels,
     run_blocks,
     sincos_pos_embed_2d,
     size_registry,
@@ -49,10 +50,8 @@ class LabelEmbedder(nn.Module):
         self.dropout_prob = dropout_prob
         self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        if self.training and self.dropout_prob > 0:
-            drop = torch.rand(y.shape[0], device=y.device) < self.dropout_prob
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+    def forward(self, y: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        y = drop_labels(y, self.num_classes, self.dropout_prob, self.training, drop)
         return self.embedding_table(y)
 
 
@@ -93,6 +92,7 @@ class DiT(nn.Module):
     """Class-conditional DiT. ``model(x, t, y)``: x [B, C, H, W], t [B] (float or int), y [B] int -> [B, C_out, H, W].
 
     y == num_classes selects the null class (needs ``class_dropout_prob > 0``). C_out = 2C with ``learn_sigma``.
+    The optional ``drop`` [B] (bool) is training's label-dropout mask (layers.drop_labels).
     """
 
     def __init__(
@@ -149,10 +149,12 @@ class DiT(nn.Module):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
         check_input(x, self.input_size, self.in_channels, "DiT")
         x = self.x_embedder(x) + self.pos_embed  # [B, N, D], N = (H/p)·(W/p)
-        c = self.t_embedder(t) + self.y_embedder(y)  # [B, D]
+        c = self.t_embedder(t) + self.y_embedder(y, drop)  # [B, D]
         checkpointing = self.grad_checkpoint and self.training and torch.is_grad_enabled()
         x = run_blocks(self.blocks, x, c, checkpointing=checkpointing)  # [B, N, D]
         x = self.final_layer(x, c)  # [B, N, p·p·C_out]

@@ -110,3 +110,14 @@ def size_registry(family: str, cls: type, sizes: dict, patches: tuple[int, ...])
         return build
 
     return {f"{family}-{s}/{p}": builder(*dims, p) for s, dims in sizes.items() for p in patches}
+
+
+def drop_labels(y: torch.Tensor, null: int, p: float, training: bool, drop: torch.Tensor | None) -> torch.Tensor:
+    """Classifier-free guidance's label dropout: y [B] with the labels where ``drop`` [B] (bool) is True replaced
+    by the null class ``null``. ``drop`` None: in training mode each label is dropped with probability ``p``, drawn
+    from the global RNG (train.py passes its own mask instead, drawn once for the whole global batch)."""
+    if drop is None:
+        if not (training and p > 0):
+            return y
+        drop = torch.rand(y.shape[0], device=y.device) < p
+    return torch.where(drop, torch.full_like(y, null), y)

@@ -10,7 +10,7 @@ import torch
 from timm.layers import Mlp, PatchEmbed, trunc_normal_
 from torch import nn
 
-from .layers import Attention, check_geometry, check_input, run_blocks, size_registry, unpatchify
+from .layers import Attention, check_geometry, check_input, drop_labels, run_blocks, size_registry, unpatchify
 
 
 class Block(nn.Module):
@@ -32,7 +32,8 @@ class ViT(nn.Module):
     """``model(x, t, y)``: x [B, C, H, W], t [B] int in [0, num_timesteps), y [B] int -> [B, C_out, H, W].
 
     y == num_classes selects the null class (row num_classes of the class table, always present).
-    C_out = 2C with ``learn_sigma``. Label dropout to the null class happens in training mode.
+    C_out = 2C with ``learn_sigma``. Label dropout to the null class happens in training mode; the optional
+    ``drop`` [B] (bool) gives its mask (layers.drop_labels).
     """
 
     def __init__(
@@ -92,13 +93,13 @@ class ViT(nn.Module):
                 block.mlp.fc2.weight.div_((2.0 * layer_id) ** 0.5)
             self.head.weight.mul_(self.head_init_scale)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, drop: torch.Tensor | None = None
+    ) -> torch.Tensor:
         check_input(x, self.input_size, self.in_channels, "ViT")
         if t.is_floating_point():
             raise TypeError("ViT looks t up in a table: pass integer timesteps (torch.long), not floats")
-        if self.training and self.class_dropout_prob > 0:
-            drop = torch.rand(y.shape[0], device=y.device) < self.class_dropout_prob
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        y = drop_labels(y, self.num_classes, self.class_dropout_prob, self.training, drop)
         tokens = [self.t_embedder(t)[:, None], self.y_embedder(y)[:, None], self.x_embedder(x)]
         x = torch.cat(tokens, dim=1) + self.pos_embed  # [B, 2 + N, D]
         checkpointing = self.grad_checkpoint and self.training and torch.is_grad_enabled()

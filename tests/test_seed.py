@@ -1,14 +1,8 @@
-"""train.py's per-step seed is a fixed function (SHA-256 of "seed:step:rank"), pinned by values from coreutils."""
-
-import importlib.util
-from pathlib import Path
+"""The per-step seed of training (training/step.py) is SHA-256 of "seed:step:rank", pinned by values from coreutils."""
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
-train = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train)
+from training.step import step_seed
 
 # (seed, step, rank) -> the first 16 hex digits of `echo -n "seed:step:rank" | sha256sum`, and the seed they give.
 PINNED = [
@@ -22,4 +16,4 @@ PINNED = [
 @pytest.mark.parametrize("args,hex_digits,value", PINNED)
 def test_step_seed_is_sha256_of_the_text(args, hex_digits, value):
     assert int.from_bytes(bytes.fromhex(hex_digits), "little") & (2**63 - 1) == value
-    assert train.step_seed(*args) == value
+    assert step_seed(*args) == value

@@ -97,9 +97,10 @@ def test_learned_uncertainty_trains_logs_and_resumes_bitwise(latents, tmp_path):
 
 
 def test_two_processes_match_one_process_and_agree(latents, tmp_path):
-    """Same global batch, same draws (they are made per global batch): the all-reduced loss of 2 ranks is the
-    1-process loss, and DDP's averaged gradients give the same weights up to float reduction order."""
-    base = [*TINY, "--data-path", str(latents), "--class-dropout", "0", "--max-steps", "3"]
+    """Same global batch, same draws, label dropout included (they are made per global batch): the all-reduced
+    loss of 2 ranks is the 1-process loss, and DDP's averaged gradients give the same weights up to float
+    reduction order."""
+    base = [*TINY, "--data-path", str(latents), "--class-dropout", "0.5", "--max-steps", "3"]
     run([*base, "--results-dir", str(tmp_path / "one")], 1)
     two = run([*base, "--results-dir", str(tmp_path / "two")], 2)
     one_log, two_log = logged(tmp_path / "one"), logged(tmp_path / "two")
@@ -139,6 +140,9 @@ def test_embedded_default_trains_without_a_data_path(tmp_path):
         (["--timestep-sampling", "beta"], "argument --timestep-sampling: invalid choice: 'beta'"),
         (["--timestep-sampling", "laplace", "--laplace", "0", "0"], "the Laplace scale must be > 0, got 0.0"),
         (["--weighting", "edm", "--sigma-data", "-1"], "sigma_data must be > 0, got -1.0"),
+        (["--grad-accum", "3"], "--grad-accum 3 does not divide the per-process batch 4"),
+        (["--grad-accum", "0"], "--grad-accum must be >= 1, got 0"),
+        (["--keep-every", "0"], "--keep-every must be >= 1, got 0"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(latents, tmp_path, extra, message):
@@ -184,3 +188,71 @@ def test_unknown_config_keys_are_refused(tmp_path):
     (tmp_path / "c.toml").write_text('model = "DiT-T/4"\nlearning_rate = 1.0\n')
     with pytest.raises(ValueError, match=r"unknown keys \['learning_rate'\]"):
         parse_args(["--config", str(tmp_path / "c.toml")])
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "second, message",
+    [
+        ([], "already holds a run (config.json, metrics.csv, checkpoints); continue it with --resume auto"),
+        (["--seed", "1"], "already holds a run"),
+        (["--seed", "1", "--resume", "auto"], "holds a run with seed = 0, and this one has 1"),
+        (["--snr-gamma", "2", "--resume", "auto"], "holds a run with snr_gamma = 5.0, and this one has 2.0"),
+        (["--learned-uncertainty", "--resume", "auto"], "holds a run with learned_uncertainty = False"),
+    ],
+)
+def test_a_second_start_never_loses_the_first_run(latents, tmp_path, second, message):
+    base = [*TINY, "--data-path", str(latents), "--max-steps", "2", "--results-dir", str(tmp_path / "r")]
+    run(base)
+    before = snapshot(tmp_path / "r")
+    out = run([*base, *second], expect=2)
+    assert message in out.stderr and out.stderr.count("\n") == 1
+    assert snapshot(tmp_path / "r") == before
+
+
+def test_the_same_run_continues_and_appends(latents, tmp_path):
+    base = [*TINY, "--data-path", str(latents), "--results-dir", str(tmp_path / "r"), "--keep-checkpoints", "1",
+            "--keep-every", "4"]  # fmt: skip
+    run([*base, "--max-steps", "4"])
+    run([*base, "--max-steps", "8", "--resume", "auto"])
+    assert sorted(logged(tmp_path / "r")) == list(range(1, 9))
+    assert [p.name for p in sorted((tmp_path / "r/checkpoints").iterdir())] == ["0000004.pt", "0000008.pt"]
+
+
+def test_the_default_run_directory_names_the_seed_and_changed_loss_options(latents, tmp_path):
+    args = [*TINY, "--data-path", str(latents), "--max-steps", "1", "--seed", "3", "--snr-gamma", "2",
+            "--timestep-sampling", "laplace", "--learned-uncertainty"]  # fmt: skip
+    subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})  # fmt: skip
+    name = "DiT-T-4-x0-min_snr-snr_gamma2-laplace-learned_uncertainty-s3"
+    assert [p.name for p in (tmp_path / "results").iterdir()] == [name]
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_gradient_accumulation_trains_the_whole_batch_model(latents, tmp_path, nproc):
+    """K micro-batches per process: the same draws sliced, so the same loss and, up to float summation order, the
+    same weights as one process with the whole batch (label dropout and learned uncertainty on)."""
+    base = [*TINY, "--data-path", str(latents), "--class-dropout", "0.5", "--learned-uncertainty", "--max-steps",
+            "3", "--grad-clip", "1"]  # fmt: skip
+    run([*base, "--results-dir", str(tmp_path / "whole")])
+    run([*base, "--results-dir", str(tmp_path / "accum"), "--grad-accum", str(4 // nproc)], nproc)
+    whole, accum = logged(tmp_path / "whole"), logged(tmp_path / "accum")
+    for step in (1, 2, 3):
+        for key in ("loss", "grad_norm", "x0_mse_snr_0.1-1", "u_snr_0.1-1"):
+            a, b = float(whole[step][key]), float(accum[step][key])
+            assert b == pytest.approx(a, rel=1e-4, nan_ok=True), (step, key)
+    a, b = params(tmp_path / "whole/checkpoints/0000003.pt"), params(tmp_path / "accum/checkpoints/0000003.pt")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+    assert max((a[k] - b[k]).abs().max().item() for k in a) > 0 or nproc == 1  # really another summation
+
+
+def test_gradient_accumulation_resumes_bitwise(latents, tmp_path):
+    base = [*TINY, "--data-path", str(latents), "--grad-accum", "2", "--class-dropout", "0.2"]
+    run([*base, "--max-steps", "4", "--results-dir", str(tmp_path / "a")])
+    run([*base, "--max-steps", "2", "--results-dir", str(tmp_path / "b")])
+    run([*base, "--max-steps", "4", "--results-dir", str(tmp_path / "b"), "--resume", "auto"])
+    a, b = params(tmp_path / "a/checkpoints/0000004.pt"), params(tmp_path / "b/checkpoints/0000004.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -61,6 +61,13 @@ def test_keep_last_k(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["0000015.pt", "0000020.pt"]
 
 
+def test_milestones_survive_pruning(tmp_path):
+    for step in range(5, 55, 5):
+        save_atomic({"step": step}, tmp_path / f"{step:07d}.pt")
+    prune_checkpoints(tmp_path, keep=2, keep_every=20)
+    assert [int(p.stem) for p in list_checkpoints(tmp_path)] == [20, 40, 45, 50]
+
+
 def test_ema_is_the_exponential_average():
     ema, model = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     expected = [p.detach().clone() for p in ema.parameters()]

@@ -37,11 +37,13 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
 
 
-def prune_checkpoints(directory: str | Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints (keep <= 0 keeps everything)."""
+def prune_checkpoints(directory: str | Path, keep: int, keep_every: int | None = None) -> None:
+    """Delete all but the newest ``keep`` checkpoints (keep <= 0 keeps everything) and, with ``keep_every``, the
+    milestones whose step divides by it."""
     if keep > 0:
         for old in list_checkpoints(directory)[:-keep]:
-            old.unlink()
+            if not keep_every or int(old.stem) % keep_every:
+                old.unlink()
 
 
 def load_weights_only(source, path: str | Path, map_location="cpu"):

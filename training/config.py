@@ -2,11 +2,14 @@
 
 import argparse
 import math
+import os
+import sys
 import tomllib
 from pathlib import Path
 
 from diffusion.timesteps import DENSITIES, OBJECTIVES
 from diffusion.weighting import WEIGHTINGS
+from training.launch import accelerate_overrides
 from training.precision import DTYPES
 
 from .cli import OneLineParser
@@ -51,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--diffusion-steps", type=int, default=1000, help="T")
     a("--learn-sigma", action=argparse.BooleanOptionalAction, default=False, help="learn ADM's variance too")
     a("--global-batch-size", type=int, default=64, help="images per step over all processes")
+    a("--grad-accum", type=int, default=1,
+      help="split each process's share of the batch into K micro-batches (one optimizer step per K)")  # fmt: skip
     a("--lr", type=float, default=1e-4, help="AdamW learning rate after warm-up")
     a("--adam-betas", type=float, nargs=2, default=(0.9, 0.999), help="AdamW β1 β2 (the paper's ViT: 0.99 0.99)")
     a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
@@ -70,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--qk-norm", action="store_true", help="LayerNorm on q and k (stabilises bf16 attention)")
     a("--ckpt-every", type=int, default=1000, help="checkpoint every N steps (and at the end)")
     a("--keep-checkpoints", type=int, default=3, help="keep the newest K checkpoints (0 = all)")
+    a("--keep-every", type=int, help="also keep every checkpoint whose step divides by N (the curve's milestones)")
     a("--log-every", type=int, default=50, help="log every N steps")
     a("--num-workers", type=int, default=2, help="data-loader processes per rank")
     a("--seed", type=int, default=0, help="seeds the model init, the data order and every per-step draw")
@@ -77,10 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parser_defaults() -> dict:
+    """Every flag's built-in default (no config file applied)."""
+    return vars(build_parser().parse_args([]))
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse flags; a ``--config`` file sets new defaults first. Unknown config keys are an error."""
+    """Parse flags; a ``--config`` file sets new defaults first, then accelerate's launcher settings apply where
+    neither sets them (training/launch.py). Unknown config keys are an error."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    values = {}
     if args.config:
         try:
             values = tomllib.loads(Path(args.config).read_text())
@@ -96,6 +109,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args = parser.parse_args(argv)
     if not 0 <= args.lr < math.inf:  # lr 0 is allowed: it measures the loss of a frozen model
         raise ValueError(f"--lr must be a finite number >= 0, got {args.lr}")
+    tokens = sys.argv[1:] if argv is None else argv
+    given = {key: getattr(args, key) for key in ("precision", "grad_accum")
+             if key in values or any(t.split("=")[0] == "--" + key.replace("_", "-") for t in tokens)}  # fmt: skip
+    vars(args).update(accelerate_overrides(os.environ, given))
+    if args.grad_accum < 1:
+        raise ValueError(f"--grad-accum must be >= 1, got {args.grad_accum}")
+    if args.keep_every is not None and args.keep_every < 1:
+        raise ValueError(f"--keep-every must be >= 1, got {args.keep_every}")
     return args
 
 
