@@ -175,7 +175,9 @@ def main() -> None:
     p.add_argument("--precision", choices=DTYPES, default=d.precision, help="sample_ddp.py --precision")
     p.add_argument("--device", default=d.device, help="the scoring device; None: cuda if there is one")
     p.add_argument("--launcher", default=d.launcher, help='e.g. "torchrun --nproc_per_node=8"')
-    p.add_argument("--threshold", type=float, action="append", default=[], help="a threshold to add to the ladder")
+    p.add_argument(
+        "--threshold", type=float, action="append", default=[], help="a threshold to add to the ladder (repeatable)"
+    )
     p.add_argument("--title", default="", help="the curves plot's title")
     args = p.parse_args()
     try:

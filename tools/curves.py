@@ -339,9 +339,13 @@ def main() -> None:
     p = OneLineParser(prog="curves.py", description=__doc__, formatter_class=Formatter)
     p.add_argument("sources", nargs="+", metavar="[LABEL=]SOURCE", help="run directories, metrics.csv or curves.csv")
     p.add_argument("--metric", default="fid", help="a metrics.csv column or a curves.csv metric, e.g. fd_fashion")
-    p.add_argument("--arm", action="append", default=[], metavar="NAME=KEY,KEY", help="group runs into an arm")
-    p.add_argument("--only", help="comma-separated arms to draw, in order; the first is the baseline (default: all)")
-    p.add_argument("--threshold", type=float, action="append", default=[], help="a threshold to add to the ladder")
+    p.add_argument(
+        "--arm", action="append", default=[], metavar="NAME=KEY,KEY", help="group these runs into an arm (repeatable)"
+    )
+    p.add_argument("--only", help="comma-separated arms to draw, in order; the first is the baseline; None: all")
+    p.add_argument(
+        "--threshold", type=float, action="append", default=[], help="a threshold to add to the ladder (repeatable)"
+    )
     p.add_argument("--out", type=Path, default=Path("results/curves/curves.png"), help="the curves plot")
     p.add_argument("--title", default="", help="the curves plot's title")
     args = p.parse_args()
