@@ -103,6 +103,9 @@ def load(sources: list[str], metric: str) -> dict[str, Curve]:
             found = {label or os.path.normpath(run): read_metrics_csv(csv_path, metric)}
         for key in found.keys() & curves.keys():
             raise ValueError(f"run {key!r} is given twice; tell them apart with LABEL=PATH")
+        for key, curve in found.items():
+            if min(v for _, v in curve) <= 0:
+                raise ValueError(f"run {key!r} has a {metric} at or below 0, which a log scale cannot read")
         curves.update(found)
     return curves
 
@@ -218,8 +221,8 @@ def read_out(arms: dict[str, dict[str, Curve]], thresholds: list[tuple[float, st
         base = steps_to_reach(baseline, threshold)
         for arm, seeds in arms.items():
             steps = steps_to_reach(bands[arm], threshold)
-            per_seed = {k: steps_to_reach(c, threshold) for k, c in seeds.items()}
-            per_seed = {k: (s, ratio(base, s)) for k, s in per_seed.items()}
+            reached = {key: steps_to_reach(curve, threshold) for key, curve in seeds.items()}
+            per_seed = {key: (s, ratio(base, s)) for key, s in reached.items()}
             readings.append(Reading(threshold, source, arm, steps, ratio(base, steps), per_seed))
     return readings
 
