@@ -1,27 +1,124 @@
-"""tools/convergence.py: the speed-up arithmetic on hand-made curves, and a resumable run over two tiny runs."""
+"""tools/curves.py and tools/convergence.py: the read-out arithmetic against hand-computed numbers, reading runs and
+curves files without mixing them up, the command's output and refusals, and scoring two tiny runs resumably."""
 
 import csv
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from tools.convergence import speedups, steps_to
+import pytest
+
+from tools.curves import group, ladder, load, read_out, seed_band, steps_to_reach, value_at
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+CURVES = [sys.executable, str(ROOT / "tools/curves.py")]
 
 
-def test_steps_to_threshold_and_speedup():
-    baseline = [(1000, 40.0), (2000, 20.0), (3000, 12.0), (4000, 10.0)]
-    fast = [(1000, 11.0), (2000, 9.5), (3000, 9.0), (4000, 8.8)]
-    slow = [(1000, 50.0), (2000, 45.0), (3000, 30.0), (4000, 25.0)]
-    assert steps_to(baseline, 10.0) == 4000 and steps_to(fast, 10.0) == 2000 and steps_to(slow, 10.0) is None
-    rows = {r["run"]: r for r in speedups({"base": baseline, "fast": fast, "slow": slow}, "base", None)}
-    assert rows["base"]["threshold"] == 10.0  # the baseline's best value
-    assert rows["base"]["speedup"] == 1.0 and rows["fast"]["speedup"] == 2.0 and rows["slow"]["speedup"] is None
-    rows = {r["run"]: r for r in speedups({"base": baseline, "fast": fast}, "base", 20.0)}
-    assert rows["base"]["steps"] == 2000 and rows["fast"]["steps"] == 1000 and rows["fast"]["speedup"] == 2.0
+def write_metrics(run: Path, rows: list[tuple]) -> Path:
+    """RUN/metrics.csv as train.py writes it: step, loss, and an evaluation column empty between evaluations."""
+    run.mkdir(parents=True)
+    with (run / "metrics.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("step", "loss", "fd_fashion"), *rows])
+    return run
+
+
+def test_steps_to_threshold_is_log_linear_between_evaluations():
+    points = [(1000, 10.0), (2000, 5.0)]
+    assert steps_to_reach(points, math.sqrt(50)) == pytest.approx(1500)  # sqrt(10 * 5): the log midpoint
+    assert steps_to_reach(points, 10.0) == 1000 and steps_to_reach(points, 5.0) == pytest.approx(2000)
+    assert steps_to_reach(points, 20.0) == 1000  # already below at the first evaluation
+    assert steps_to_reach(points, 4.9) is None
+    assert steps_to_reach([(0, 100.0), (100, 1.0)], 10.0) == pytest.approx(50)
+    # the first crossing counts, not a later one: 1000 + 1000 * ln(10/5) / ln(10/4) = 1756.47
+    assert steps_to_reach([(1000, 10.0), (2000, 4.0), (3000, 8.0), (4000, 2.0)], 5.0) == pytest.approx(
+        1756.47, abs=0.01
+    )
+    assert value_at(points, 1500) == pytest.approx(7.0711, abs=1e-4) and value_at(points, 500) is None
+
+
+def test_seed_mean_and_spread_at_the_steps_every_seed_has():
+    band = seed_band({"a-s0": [(1, 10.0), (2, 4.0)], "a-s1": [(1, 20.0), (2, 6.0), (3, 1.0)]})
+    assert band.steps == [1, 2] and band.mean == [15.0, 5.0] and band.low == [10.0, 4.0] and band.high == [20.0, 6.0]
+    with pytest.raises(ValueError, match="share no evaluated step"):
+        seed_band({"a-s0": [(1, 10.0)], "a-s1": [(2, 6.0)]})
+
+
+def test_speedup_is_two_at_every_threshold_when_one_curve_is_the_other_stretched_twofold():
+    values = [300 / k**1.5 for k in range(1, 9)]
+    base = [(1000 * k, v) for k, v in enumerate(values, start=1)]
+    fast = [(500 * k, v) for k, v in enumerate(values, start=1)]
+    arms = {"const": {"const-s0": base}, "min_snr": {"min_snr-s0": fast}}
+    rungs = ladder(base, [50.0])
+    # the baseline at steps 1000, 2000, 4000, 6000 (1/8 ... 3/4 of 8000): 300 / k^1.5, then the extra threshold
+    assert [t for t, _ in rungs] == pytest.approx([300, 106.066, 37.5, 20.412, 50.0], abs=1e-3)
+    readings = [r for r in read_out(arms, rungs) if r.arm == "min_snr"]
+    assert [r.speedup for r in readings] == pytest.approx([2.0] * 5)
+    assert [r.seeds["min_snr-s0"][1] for r in readings] == pytest.approx([2.0] * 5)
+
+
+def test_metrics_csv_skips_empty_cells(tmp_path):
+    run = write_metrics(tmp_path / "x0-const-s0", [(100, 0.5, ""), (200, 0.4, 80.0), (300, 0.3, ""), (400, 0.2, 40.0)])
+    assert load([str(run)], "fd_fashion") == {str(run): [(200, 80.0), (400, 40.0)]}
+    assert load([f"mine={run / 'metrics.csv'}"], "fd_fashion") == {"mine": [(200, 80.0), (400, 40.0)]}
+
+
+def test_runs_of_the_same_name_in_different_folders_stay_apart(tmp_path):
+    a = write_metrics(tmp_path / "a/x0-const-s0", [(100, 1.0, 50.0)])
+    b = write_metrics(tmp_path / "b/x0-const-s0", [(100, 1.0, 70.0)])
+    arms = group(load([str(a), str(b)], "fd_fashion"), [])
+    assert arms == {
+        f"{tmp_path}/a/x0-const": {str(a): [(100, 50.0)]},
+        f"{tmp_path}/b/x0-const": {str(b): [(100, 70.0)]},
+    }
+    both = group(load([f"x0-const-s0={a}", f"x0-const-s1={b}"], "fd_fashion"), [])
+    assert list(both) == ["x0-const"] and seed_band(both["x0-const"]).mean == [60.0]
+    mine = group(load([str(a), str(b)], "fd_fashion"), [f"const={a},{b}"])
+    assert list(mine) == ["const"] and len(mine["const"]) == 2
+    with pytest.raises(ValueError, match="given twice"):
+        load([f"x0-const-s0={a}", f"x0-const-s0={b}"], "fd_fashion")
+
+
+def test_curves_csv_rows_group_by_seed_suffix_and_label(tmp_path):
+    path = tmp_path / "curves.csv"
+    path.write_text("run,step,metric,value\nx-s0,1,fd,9\nx-s1,1,fd,11\nx-s0,1,sfd,3\n")
+    assert group(load([str(path)], "fd"), []) == {"x": {"x-s0": [(1, 9.0)], "x-s1": [(1, 11.0)]}}
+    assert set(load([str(path), f"old={path}"], "fd")) == {"x-s0", "x-s1", "old/x-s0", "old/x-s1"}
+
+
+def test_command_draws_and_reads_out_seeds(tmp_path):
+    runs = []
+    for arm, stretch in (("const", 2), ("min_snr", 1)):
+        for seed, scale in ((0, 1.0), (1, 1.2)):
+            rows = [(500 * stretch * k, 0.1, 300 * scale / k**1.5) for k in range(1, 9)]
+            runs.append(str(write_metrics(tmp_path / f"{arm}-s{seed}", rows)))
+    out = tmp_path / "plots/fd.png"
+    res = subprocess.run([*CURVES, *runs, "--metric", "fd_fashion", "--out", str(out)], capture_output=True, text=True,
+                         env=ENV)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    # after the arm: steps, speed-up, "s0", steps, "(speed-up),", "s1", steps, "(speed-up)"
+    cells = [line.split(f"{tmp_path}/min_snr ")[1].split() for line in res.stdout.splitlines() if "/min_snr " in line]
+    assert [c[1] for c in cells] == ["2.00x"] * 4  # the seed means: one is the other stretched 2x
+    for c in cells:  # each seed against the baseline's mean: the better seed (s0) is faster than the worse one
+        assert float(c[4].strip("(),x")) >= 2.0 > float(c[7].strip("(),x"))
+    assert out.stat().st_size > 1000 and (tmp_path / "plots/fd-speedup.png").stat().st_size > 1000
+
+
+def test_command_refuses_runs_without_the_metric(tmp_path):
+    run = write_metrics(tmp_path / "x0-const-s0", [(100, 0.5, 80.0)])
+    res = subprocess.run([*CURVES, str(run)], capture_output=True, text=True, env=ENV)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "no 'fid' column" in res.stderr and "fd_fashion" in res.stderr
+
+
+def test_help_shows_defaults_and_an_imagenet_example():
+    res = subprocess.run([*CURVES, "--help"], capture_output=True, text=True, env={**ENV, "COLUMNS": "200"})
+    assert (
+        res.returncode == 0 and "(default: fid)" in res.stdout and "(default: results/curves/curves.png)" in res.stdout
+    )
+    assert "--metric fid" in res.stdout and "ImageNet" in res.stdout
 
 
 def test_evaluates_every_checkpoint_once_and_plots(tmp_path):
@@ -34,19 +131,21 @@ def test_evaluates_every_checkpoint_once_and_plots(tmp_path):
         res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
         assert res.returncode == 0, res.stderr[-2000:]
         runs.append(str(run))
-    cmd = [sys.executable, str(ROOT / "tools/convergence.py"), *runs, "--out", str(tmp_path / "out"),
-           "--num-samples", "12", "--batch-size", "6", "--steps", "2", "--weights", "raw",
-           "--device", "cpu"]  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "tools/convergence.py"), f"base={runs[0]}", runs[1],
+           "--out", str(tmp_path / "out"), "--num-samples", "12", "--batch-size", "6", "--steps", "2",
+           "--weights", "raw", "--device", "cpu"]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     assert res.returncode == 0, res.stderr[-2000:]
     with open(tmp_path / "out/curves.csv") as f:
         rows = list(csv.DictReader(f))
-    assert sorted((r["run"], int(r["step"])) for r in rows) == [("x0-const", 1), ("x0-const", 2),
-                                                                 ("x0-min_snr", 1), ("x0-min_snr", 2)]  # fmt: skip
+    keys = sorted((r["run"], int(r["step"])) for r in rows)
+    assert keys == sorted([("base", 1), ("base", 2), (runs[1], 1), (runs[1], 2)])  # a label, else the path as given
     assert {r["metric"] for r in rows} == {"fd_fashion"} and all(float(r["value"]) > 0 for r in rows)
     assert (tmp_path / "out/curves.png").stat().st_size > 1000
-    assert "speed-up" in res.stdout and "x0-min_snr" in res.stdout
+    assert "speed-up" in res.stdout and res.stdout.endswith((tmp_path / "out/speedups.txt").read_text())
     again = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     assert again.returncode == 0 and ": fd_fashion" not in again.stdout  # nothing new to evaluate
     with open(tmp_path / "out/curves.csv") as f:
         assert len(list(csv.DictReader(f))) == 4
+    twice = subprocess.run([*cmd[:2], runs[0], f"{runs[0]}/"], capture_output=True, text=True, env=ENV)
+    assert twice.returncode == 2 and "given twice" in twice.stderr

@@ -1,20 +1,21 @@
-"""Evaluate every checkpoint of one or more runs and compare how fast they converge (the paper's Fig. 5).
+"""Score every kept checkpoint of one or more runs, then draw and read out the curves (the paper's Fig. 5).
 
-    PYTHONPATH=. python tools/convergence.py results/study/x0-const-s0 results/study/x0-min_snr-s0 --out results/small
-    PYTHONPATH=. python tools/convergence.py RUN_A RUN_B --ref VIRTUAL_imagenet256_labeled.npz \\
-        --feature-extractor inception --num-samples 10000 --launcher "torchrun --nproc_per_node=8"
+    PYTHONPATH=. python tools/convergence.py results/study/x0-const-s0 results/study/x0-min_snr-s0 --out results/study
+    PYTHONPATH=. python tools/convergence.py runs/vit-b2-const-s0 runs/vit-b2-min_snr-s0 \\
+        --ref VIRTUAL_imagenet256_labeled.npz --feature-extractor inception --num-samples 10000 \\
+        --launcher "torchrun --nproc_per_node=8" --out results/fig5
 
-For each checkpoint not yet in OUT/curves.csv it samples --num-samples images with sample_ddp.py, scores them with
-evaluation.evaluate, and appends (run, step, metric, value), so a re-run only evaluates what is new. Then it plots
-the metric against training steps (log y, one line per run) to OUT/curves.png and prints the speed-up of every run
-over the baseline (the first run): the steps the baseline needs to reach the threshold over the steps the run
-needs, each read at the first checkpoint at or below it. The default threshold is the baseline's best value.
+A RUN is a directory with RUN/checkpoints/NNNNNNN.pt, written LABEL=RUN to name it; it is keyed in OUT/curves.csv by
+its label, else by its path as given, so two runs with the same folder name never share rows. For each checkpoint
+not yet in OUT/curves.csv it samples --num-samples images with sample_ddp.py, scores them with evaluation.evaluate
+and appends (run, step, metric, value), so a re-run only evaluates what is new. Then tools/curves.py draws
+OUT/curves.png (seed mean per arm, runs grouped by their -sN suffix; the first run's arm is the baseline) and
+OUT/curves-speedup.png, and prints the steps-to-threshold read-out, also kept in OUT/speedups.txt. To redraw
+from curves.csv alone (the runs may be gone): python tools/curves.py OUT/curves.csv --metric METRIC.
 """
 
-import argparse
 import csv
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -26,7 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from evaluation import evaluate, metric_names  # noqa: E402
+from tools import curves  # noqa: E402
+from tools.curves import arm_of  # noqa: E402  (the study drivers import it from here)
+from training.atomic import write_text_atomic  # noqa: E402
 from training.checkpoint import list_checkpoints  # noqa: E402
+from training.cli import OneLineParser, fail  # noqa: E402
 from training.precision import DTYPES  # noqa: E402
 
 FIELDS = ["run", "step", "metric", "value"]
@@ -101,23 +106,6 @@ def steps_to(points: list[tuple[int, float]], threshold: float) -> int | None:
     return next((step for step, value in points if value <= threshold), None)
 
 
-def speedups(curves: dict[str, list[tuple[int, float]]], baseline: str, threshold: float | None) -> list[dict]:
-    """For every run: steps to the threshold and the baseline's steps over its steps (None when never reached)."""
-    thr = threshold if threshold is not None else min(v for _, v in curves[baseline])
-    base = steps_to(curves[baseline], thr)
-    rows = []
-    for run, points in curves.items():
-        reached = steps_to(points, thr)
-        rows.append({"run": run, "threshold": thr, "steps": reached, "best": min(v for _, v in points),
-                     "speedup": base / reached if base and reached else None})  # fmt: skip
-    return rows
-
-
-def arm_of(run: str) -> str:
-    """A run's arm: its name without the trailing "-sN" seed."""
-    return re.sub(r"-s\d+$", "", run)
-
-
 def seed_table(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
     """{arm: {step: [value per seed]}} for one metric of curves.csv."""
     table: dict[str, dict[int, list[float]]] = {}
@@ -137,88 +125,77 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.1f}" + (f" ({', '.join(f'{v:.1f}' for v in values)})" if len(values) > 1 else "")
 
 
-def plot(curves: dict[str, list[tuple[int, float]]], metric: str, path: Path, title: str) -> None:
-    import matplotlib
+def score_runs(runs: dict[str, Path], scoring: Scoring, metric: str, out: Path) -> None:
+    """Score every checkpoint of ``runs`` ({key: directory}) that OUT/curves.csv does not hold yet."""
+    csv_path, work = out / "curves.csv", out / f"work-{os.getpid()}"  # one per process: runs may share --out
+    work.mkdir(parents=True, exist_ok=True)
+    done = {(r["run"], r["step"]) for r in read_curves(csv_path) if r["metric"] == metric}
+    for key, run in runs.items():
+        for ckpt in list_checkpoints(run / "checkpoints"):
+            step = int(ckpt.stem)
+            if (key, step) in done:
+                continue
+            value = score_checkpoint(ckpt, scoring, metric, work)
+            append_row(csv_path, {"run": key, "step": step, "metric": metric, "value": f"{value:.6g}"})
+            print(f"{key} step {step}: {metric} {value:.4g}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for run, points in curves.items():
-        ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=run)
-    ax.set_yscale("log")
-    ax.set_xlabel("training steps")
-    ax.set_ylabel(metric)
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+def run_keys(sources: list[str]) -> dict[str, Path]:
+    """{key: directory} for ``[LABEL=]RUN`` arguments; refuses a run without checkpoints or a key given twice."""
+    runs: dict[str, Path] = {}
+    for source in sources:
+        label, run = curves.split_label(source)
+        key = label or os.path.normpath(run)
+        if key in runs:
+            raise ValueError(f"run {key!r} is given twice; tell them apart with LABEL=RUN")
+        if not list_checkpoints(run / "checkpoints"):
+            raise ValueError(f"{run} has no checkpoints (RUN/checkpoints/NNNNNNN.pt)")
+        runs[key] = run
+    return runs
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog="convergence.py", description=__doc__, formatter_class=curves.Formatter)
     p.add_argument(
-        "runs", nargs="+", type=Path, help="run directories (RUN/checkpoints/*.pt); the first is the baseline"
+        "runs", nargs="+", metavar="[LABEL=]RUN", help="run directories; the first one's arm is the baseline"
     )
-    p.add_argument("--out", type=Path, default=Path("results/convergence"), help="where curves.csv and curves.png go")
+    p.add_argument("--out", type=Path, default=Path("results/convergence"), help="where curves.csv and the plots go")
     d = Scoring()
     p.add_argument("--ref", default=d.ref, help="evaluate_fid.py's REF")
-    p.add_argument("--feature-extractor", default=d.feature_extractor)
+    p.add_argument("--feature-extractor", default=d.feature_extractor, help="evaluate_fid.py --feature-extractor")
     p.add_argument("--weights-file", help="the extractor's weights (evaluate_fid.py --weights)")
-    p.add_argument("--num-samples", type=int, default=d.num_samples)
+    p.add_argument("--num-samples", type=int, default=d.num_samples, help="samples per checkpoint")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="sample_ddp.py --per-proc-batch-size")
-    p.add_argument("--sampler", default=d.sampler)
-    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--sampler", default=d.sampler, help="sample_ddp.py --sampler")
+    p.add_argument("--steps", type=int, default=d.steps, help="sample_ddp.py --steps")
     p.add_argument("--cfg-scale", type=float, default=d.cfg_scale, help="1 = unguided, which shows the model itself")
-    p.add_argument("--weights", choices=("ema", "raw"), default=d.weights)
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--weights", choices=("ema", "raw"), default=d.weights, help="the checkpoint's weights to sample")
+    p.add_argument("--seed", type=int, default=d.seed, help="sample_ddp.py --seed")
     p.add_argument("--precision", choices=DTYPES, default=d.precision, help="sample_ddp.py --precision")
-    p.add_argument("--device", default=d.device)
+    p.add_argument("--device", default=d.device, help="the scoring device; None: cuda if there is one")
     p.add_argument("--launcher", default=d.launcher, help='e.g. "torchrun --nproc_per_node=8"')
-    p.add_argument("--threshold", type=float, help="default: the baseline's best value")
-    p.add_argument("--title", default="")
-    p.add_argument("--plot-only", action="store_true", help="score nothing: plot OUT/curves.csv (runs may be gone)")
+    p.add_argument(
+        "--threshold", type=float, action="append", default=[], help="a threshold to add to the ladder (repeatable)"
+    )
+    p.add_argument("--title", default="", help="the curves plot's title")
     args = p.parse_args()
-    args.metric = metric_names(metric_kind("fid"), args.feature_extractor)[0]
-    to_score = [] if args.plot_only else args.runs
-    for run in to_score:
-        if not list_checkpoints(run / "checkpoints"):
-            sys.exit(f"convergence.py: error: {run} has no checkpoints (RUN/checkpoints/NNNNNNN.pt)")
-
+    try:
+        runs = run_keys(args.runs)
+    except ValueError as err:
+        fail(p.prog, err)
+    metric = metric_names(metric_kind("fid"), args.feature_extractor)[0]
     args.out.mkdir(parents=True, exist_ok=True)
-    csv_path, work = args.out / "curves.csv", args.out / f"work-{os.getpid()}"  # one per process: runs may share --out
-    work.mkdir(exist_ok=True)
-    scoring = Scoring(**{f.name: getattr(args, f.name) for f in fields(Scoring)})
-    done = {(r["run"], r["step"]) for r in read_curves(csv_path) if r["metric"] == args.metric}
-    for run in to_score:
-        for ckpt in list_checkpoints(run / "checkpoints"):
-            step = int(ckpt.stem)
-            if (run.name, step) in done:
-                continue
-            value = score_checkpoint(ckpt, scoring, args.metric, work)
-            append_row(csv_path, {"run": run.name, "step": step, "metric": args.metric, "value": f"{value:.6g}"})
-            print(f"{run.name} step {step}: {args.metric} {value:.4g}", flush=True)
-    shutil.rmtree(work, ignore_errors=True)
+    score_runs(runs, Scoring(**{f.name: getattr(args, f.name) for f in fields(Scoring)}), metric, args.out)
 
-    names = [run.name for run in args.runs]
-    rows = [r for r in read_curves(csv_path) if r["metric"] == args.metric and r["run"] in names]
-    curves = {name: sorted((r["step"], r["value"]) for r in rows if r["run"] == name) for name in names}
-    curves = {name: points for name, points in curves.items() if points}
-    if names[0] not in curves:
-        sys.exit(f"convergence.py: error: no {args.metric} rows for the baseline {names[0]} in {csv_path}")
-    names = list(curves)
-    plot(curves, args.metric, args.out / "curves.png", args.title)
-    table = speedups(curves, names[0], args.threshold)
-    lines = [f"threshold {args.metric} <= {table[0]['threshold']:.4g} (baseline {names[0]})",
-             f"{'run':32s} {'best':>9s} {'steps to thr':>13s} {'speed-up':>9s}"]  # fmt: skip
-    for r in table:
-        steps = "never" if r["steps"] is None else str(r["steps"])
-        speed = "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"
-        lines.append(f"{r['run']:32s} {r['best']:9.4g} {steps:>13s} {speed:>9s}")
-    print("\n".join(lines))
-    (args.out / "speedups.txt").write_text("\n".join(lines) + "\n")
+    try:
+        scores = curves.read_curves_csv(args.out / "curves.csv", metric)
+        arms = curves.group({key: scores[key] for key in runs}, [])
+        text = curves.report(arms, metric, args.out / "curves.png", args.threshold, args.title)
+    except ValueError as err:
+        fail(p.prog, err)
+    print(text)
+    write_text_atomic(args.out / "speedups.txt", text + "\n")
 
 
 if __name__ == "__main__":

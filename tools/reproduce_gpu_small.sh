@@ -62,7 +62,7 @@ score() {  # score $1's new checkpoints until the deadline, then delete the scor
   local run=$1 name=$(basename $1) left=$((deadline - SECONDS))
   [ $left -gt 5 ] || return 0
   compgen -G "$run/checkpoints/*.pt" > /dev/null || return 0  # scored ones are deleted: none left, nothing to start
-  timeout $left python3 tools/convergence.py $run --out $work/score-$name \
+  timeout $left python3 tools/convergence.py $name=$run --out $work/score-$name \
     --num-samples $NUM_SAMPLES --batch-size 1000 --steps 10 --precision tf32 >> "$out/score-$name.txt" 2>&1
   for c in $run/checkpoints/*.pt; do
     [ -e "$c" ] && grep -q "^$name,$((10#$(basename $c .pt)))," $work/score-$name/curves.csv 2>/dev/null && rm -f "$c"
@@ -87,8 +87,7 @@ done
 wait
 mkdir -p $work/all && head -1 -q $work/score-*/curves.csv 2>/dev/null | head -1 > $work/all/curves.csv
 for f in $work/score-*/curves.csv; do tail -n +2 $f >> $work/all/curves.csv; done
-names=$(for seed in $SEEDS; do echo $work/runs/x0-const-s$seed $work/runs/x0-min_snr-s$seed; done)
-python3 tools/convergence.py $names --out $work/all --plot-only \
+python3 tools/curves.py $work/all/curves.csv --metric fd_fashion --only x0-const,x0-min_snr --out $work/all/curves.png \
   --title "Fashion-MNIST, $MODEL, GPU: FD-fashion of the EMA weights" 2>&1 | tee "$out/speedups-stdout.txt"
-cp $work/all/curves.csv $work/all/curves.png $work/all/speedups.txt "$out/steps.txt" "$final/" 2>/dev/null
+cp $work/all/curves.csv $work/all/curves.png $work/all/curves-speedup.png $out/speedups-stdout.txt "$out/steps.txt" "$final/" 2>/dev/null
 tar czf "$final/logs.tgz" -C "$out" . && ls -la "$final"

@@ -53,7 +53,7 @@ def main() -> None:
                "--results-dir", str(run_dir), "--resume", "auto"]  # fmt: skip
         if subprocess.run(cmd, env={**os.environ, **env}).returncode != 0:
             sys.exit(f"reproduce_small: training {name} failed")
-    cmd = [sys.executable, str(ROOT / "tools/convergence.py"), *(str(args.out / "runs" / r[0]) for r in runs),
+    cmd = [sys.executable, str(ROOT / "tools/convergence.py"), *(f"{r[0]}={args.out / 'runs' / r[0]}" for r in runs),
            "--out", str(args.out), "--num-samples", str(args.num_samples), "--steps", str(args.steps),
            "--title", "Fashion-MNIST, ViT-T/4: FD-fashion of the EMA weights"]  # fmt: skip
     sys.exit(subprocess.run(cmd, env={**os.environ, **env}).returncode)
