@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from evaluation import EXTRACTORS, evaluate
-from training.atomic import write_text_atomic
+from training.atomic import remove_stale_outputs, write_text_atomic
 from training.cli import OneLineParser, fail
 
 LABELS = {"fid": "FID", "sfid": "sFID", "is": "IS"}
@@ -58,6 +58,7 @@ def main(argv=None) -> None:
     try:
         if args.json is not None and not Path(args.json).parent.is_dir():
             raise ValueError(f"--json {args.json}: its directory does not exist")
+        remove_stale_outputs(args.json, args.save_ref_stats)  # what a run killed mid-write left
         with warnings.catch_warnings():
             warnings.showwarning = show_warning  # one line each
             result = evaluate(args.ref, args.sample, args.metrics, args.feature_extractor, args.weights,

@@ -23,7 +23,7 @@ from data.latents import shard_name, write_manifest, write_shard
 from data.normalization import latent_channel_stats
 from data.vae import SCALE_FACTOR, VAES, load_vae
 from training import dist
-from training.atomic import WriteError, remove_stale_temporaries
+from training.atomic import WriteError, remove_stale_outputs
 from training.cli import OneLineParser, fail
 
 
@@ -54,7 +54,7 @@ def extract(args, ctx, dataset: ImageFolder, vae) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if ctx.is_main:  # what a run killed mid-write left; no rank writes before the barrier
-        remove_stale_temporaries(out)
+        remove_stale_outputs(out)
     dist.barrier()
     num_shards = math.ceil(len(dataset) / args.shard_size)
     mine = [k for k in range(ctx.rank, num_shards, ctx.world_size) if not (out / shard_name(k)).exists()]

@@ -35,7 +35,7 @@ from sampling import (
     write_shard,
 )
 from training import dist, precision
-from training.atomic import WriteError, atomic_write, remove_stale_temporaries, write_text_atomic
+from training.atomic import WriteError, atomic_write, remove_stale_outputs, write_text_atomic
 from training.cli import OneLineParser, fail
 
 
@@ -91,6 +91,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def outputs(args) -> dict[str, Path | None]:
+    """Every path this script writes to, a file or a folder it fills. Writers take their path from here, and setup
+    removes what a killed run left of each, so a new output is cleaned up with the others."""
+    shards = args.out.parent / f"{args.out.name}.shards"
+    return {"npz": args.out, "grid": args.out.with_suffix(".png"), "shards": shards, "pngs": args.png_dir}
+
+
 def settings(args, spec) -> dict:
     """What determines the pixels; a re-run must match it to reuse shards."""
     keep = ("ckpt", "weights", "sampler", "steps", "cfg_scale", "cfg_channels", "guidance_interval", "sigma_max",
@@ -140,20 +147,20 @@ def setup(args, ctx: dist.Context) -> dict:
         lo, hi, kind = interval
         interval = timestep_interval_sigmas(lo, hi, diffusion) if kind == "t" else (lo, hi)
     guided = classifier_free_guidance(net, args.cfg_scale, spec.null_class, args.cfg_channels, interval, diffusion)
-    shards = args.out.parent / f"{args.out.name}.shards"
+    paths = outputs(args)
+    shards = paths["shards"]
     wanted = settings(args, spec)
     shards.mkdir(parents=True, exist_ok=True)
+    if args.png_dir:
+        args.png_dir.mkdir(parents=True, exist_ok=True)
     record = shards / "settings.json"
     if record.exists() and json.loads(record.read_text()) != json.loads(json.dumps(wanted)):
         raise ValueError(f"{shards} holds shards made with other settings; delete it or choose another --out")
     if ctx.is_main:  # what a run killed mid-write left; no rank writes before the barrier
-        remove_stale_temporaries(shards)
-        remove_stale_temporaries(args.out.parent, args.out.name)
+        remove_stale_outputs(*paths.values())
     dist.barrier()  # every rank has checked the record before rank 0 rewrites it
     if ctx.is_main:
         write_text_atomic(record, json.dumps(wanted, indent=1))
-    if args.png_dir:
-        args.png_dir.mkdir(parents=True, exist_ok=True)
     return {"guided": guided, "diffusion": diffusion, "vae": vae, "spec": spec, "shards": shards}
 
 
@@ -181,12 +188,10 @@ def sample(args, ctx: dist.Context, guided, diffusion, vae, spec, shards: Path) 
         if vae is not None:
             x = vae.decode(x).sample
         images = quantize(x)
-        write_shard(shards, start, images, y.cpu().numpy())
-        if args.png_dir:
-            for i, image in enumerate(images):
-                Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(
-                    args.png_dir / f"{start + i:06d}.png"
-                )
+        for i, image in enumerate(images if args.png_dir else []):
+            with atomic_write(args.png_dir / f"{start + i:06d}.png") as tmp:
+                Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(tmp, format="PNG")
+        write_shard(shards, start, images, y.cpu().numpy())  # last: a re-run redoes a batch whose shard is missing
         bar.update(min(N - bar.n, (stop - start) * ctx.world_size))
     bar.close()
 
@@ -204,7 +209,7 @@ def finish(args, shards: Path) -> None:
             break
         first = torch.cat([first, torch.from_numpy(read_shard(p, "arr_0"))])
     grid = make_grid(first[:64].permute(0, 3, 1, 2), nrow=8, padding=2).permute(1, 2, 0).numpy()
-    grid_path = args.out.with_suffix(".png")
+    grid_path = outputs(args)["grid"]
     with atomic_write(grid_path) as tmp:
         Image.fromarray(grid[..., 0] if first.shape[-1] == 1 else grid).save(tmp, format="PNG")
     print(f"wrote {args.out} ({n} samples, {tuple(first.shape[1:])} uint8) and {grid_path}")

@@ -24,7 +24,7 @@ from diffusion import create_diffusion
 from diffusion.uncertainty import LogVariance
 from models import check_model_name, create_model, load_weights
 from training import dist, precision
-from training.atomic import WriteError, remove_stale_temporaries, write_text_atomic
+from training.atomic import WriteError, remove_stale_outputs, write_text_atomic
 from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
 from training.cli import fail
 from training.config import parse_args, parser_defaults
@@ -126,9 +126,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
                              pin_memory=ctx.device.type == "cuda", drop_last=True))  # fmt: skip
     if ctx.is_main:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(run_dir / "checkpoints")  # a run killed mid-save leaves its temporary file
-        remove_stale_temporaries(run_dir, "config.json")
-        remove_stale_temporaries(run_dir, "metrics.csv")
+        remove_stale_outputs(run_dir, run_dir / "checkpoints")  # what a run killed mid-save left; the run owns both
         write_text_atomic(run_dir / "config.json", json.dumps(vars(args), indent=1))
     log = RunLogger(run_dir, ctx.is_main, step)
     origin = f"resumed from {resume} at step {step}" if resume else "from scratch"

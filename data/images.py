@@ -37,12 +37,13 @@ def image_headers(paths: list) -> list[tuple[str, tuple[int, int]]]:
 
 def center_crop_arr(image: Image.Image, size: int) -> np.ndarray:
     """ADM's crop: halve with a box filter while the short side is ≥ 2·size, resize the short side to ``size``
-    with bicubic, then take the central size×size square. Returns uint8 [size, size, 3]."""
+    with bicubic, then take the central size×size square. Returns uint8 [size, size, 3] for an RGB image, [size,
+    size] for a grey one. Convert the image first, as ADM does: a palette or CMYK image resizes differently."""
     while min(image.size) >= 2 * size:
         image = image.resize(tuple(x // 2 for x in image.size), resample=Image.BOX)
     scale = size / min(image.size)
     image = image.resize(tuple(round(x * scale) for x in image.size), resample=Image.BICUBIC)
-    arr = np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
     top, left = (arr.shape[0] - size) // 2, (arr.shape[1] - size) // 2
     return arr[top : top + size, left : left + size].copy()
 

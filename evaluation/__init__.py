@@ -6,7 +6,7 @@ the arithmetic, ``features`` the extractor registry, ``sources`` and ``images`` 
 
 from .features import EXTRACTORS, Extractor, get_extractor
 from .metrics import Gaussian, InceptionScore, RunningGaussian, frechet_distance, precision_recall
-from .pipeline import evaluate, metric_names
+from .pipeline import evaluate, metric_names, save_reference
 from .sources import open_source, save_statistics
 
 __all__ = [
@@ -21,5 +21,6 @@ __all__ = [
     "metric_names",
     "open_source",
     "precision_recall",
+    "save_reference",
     "save_statistics",
 ]

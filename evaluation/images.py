@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from data.images import image_headers
+from data.images import center_crop_arr, image_headers
 
 SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -77,11 +77,12 @@ class NpzImages:
 
 
 class FolderImages:
-    """PNG/JPEG files anywhere under ``root``, sorted by path, all of one size; grey [.., 1] when every image is
-    grey (mode L), else RGB [.., 3] (``data.images.image_header`` says which modes are read). Other files are
-    skipped. Decoded a batch at a time by a few threads."""
+    """PNG/JPEG files anywhere under ``root``, sorted by path, all of one size, or of any sizes when ``crop`` is
+    given: then each is cut to crop×crop by ADM's centre crop (``data.images.center_crop_arr``). Grey [.., 1] when
+    every image is grey (mode L), else RGB [.., 3] (``data.images.image_header`` says which modes are read). Other
+    files are skipped. Decoded a batch at a time by a few threads."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, crop: int | None = None):
         self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in SUFFIXES and p.is_file())
         if not self.paths:
             raise ValueError(f"{root} holds no PNG or JPEG images")
@@ -90,21 +91,22 @@ class FolderImages:
         first_of_size = {}
         for path, (_, size) in zip(self.paths, headers, strict=True):
             first_of_size.setdefault(size, path)
-        if len(first_of_size) > 1:
+        if len(first_of_size) > 1 and crop is None:
             (a, pa), (b, pb) = list(first_of_size.items())[:2]
-            raise ValueError(f"{root} mixes image sizes: {a[0]}×{a[1]} ({pa}) and {b[0]}×{b[1]} ({pb}); "
-                             f"all images must have one size")  # fmt: skip
+            raise ValueError(f"{root} mixes image sizes: {a[0]}×{a[1]} ({pa}) and {b[0]}×{b[1]} ({pb}); all "
+                             f"images must have one size (make_reference.py crops a folder like ImageNet)")  # fmt: skip
         self.mode = "L" if modes == {"L"} else "RGB"
         if len(modes) > 1:
             names = ", ".join(sorted(modes))
             warnings.warn(f"{root} mixes image modes {names}; every image is read as RGB", stacklevel=2)
-        ((width, height),) = first_of_size
-        self.count, self.shape = len(self.paths), (height, width, 1 if self.mode == "L" else 3)
+        ((width, height),) = first_of_size if crop is None else {(crop, crop)}
+        self.crop, self.count, self.shape = crop, len(self.paths), (height, width, 1 if self.mode == "L" else 3)
 
     def _read(self, path: Path) -> np.ndarray:
         try:
             with Image.open(path) as im:
-                return np.asarray(im.convert(self.mode))
+                image = im.convert(self.mode)
+            return np.asarray(image) if self.crop is None else center_crop_arr(image, self.crop)
         except OSError as err:
             raise ValueError(f"{path} is not a readable image ({err})") from None
 

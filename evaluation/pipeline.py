@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .features import Extractor, get_extractor
+from .images import FolderImages
 from .metrics import Gaussian, InceptionScore, RunningGaussian, frechet_distance, precision_recall
 from .sources import Source, open_source, save_statistics
 
@@ -211,3 +212,31 @@ def evaluate(ref: str | Path, sample: str | Path, metrics: str | Sequence[str] |
             },
         },
     }
+
+
+def save_reference(folder: str | Path, out: str | Path, size: int, extractor: str = "inception",
+                   weights: str | None = None, batch_size: int = 100, device: str | None = None,
+                   keep_features: bool = False) -> int:  # fmt: skip
+    """Write the statistics of every Fréchet distance the extractor gives (and, with ``keep_features``, the pool
+    features that precision/recall need) over the images anywhere under ``folder``, each cut to size×size by ADM's
+    centre crop, to ``out``: a statistics file that serves as REF. Everything is checked before the extractor is
+    built; returns the number of images."""
+    spec = get_extractor(extractor)
+    folder, out = Path(folder), Path(out)
+    if size < 1 or batch_size < 1:
+        raise ValueError(f"--image-size and --batch-size must be >= 1, got {size} and {batch_size}")
+    if out.suffix != ".npz" or not out.parent.is_dir():
+        raise ValueError(f"{out} must be an .npz path in an existing directory")
+    if not folder.is_dir():
+        raise ValueError(f"{folder} does not exist or is not a directory")
+    images = FolderImages(folder, crop=size)
+    _check_count(images.count, 2, str(folder), "a covariance")
+    dev = resolve_device(device)
+    weights_path = spec.find_weights(weights)
+    sha256 = hashlib.sha256(weights_path.read_bytes()).hexdigest()
+    model = spec.build(weights_path).to(dev).eval()
+    kinds = [NEEDS[m] for m in FD_METRICS if NEEDS[m] in spec.dims]
+    found = extract(model, Source(folder, images), spec.dims, kinds, keep_features, False, batch_size, dev, "images")
+    features = None if found.pool is None else found.pool.numpy().astype(np.float32)
+    save_statistics(out, extractor, found.stats, features, images.count, sha256)
+    return images.count

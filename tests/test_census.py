@@ -172,6 +172,33 @@ def test_an_image_folder_of_mixed_modes_is_read_as_rgb_with_one_warning(tmp_path
     assert np.abs(batch[2].astype(int) - [255, 0, 0]).max() <= 2  # JPEG rounding
 
 
+REFERENCE = [str(ROOT / "make_reference.py"), "images", "ref.npz", "--image-size", "28", "--feature-extractor",
+             "fashion", "--device", "cpu"]  # fmt: skip
+BAD_FOLDERS = {  # what make_reference.py gets instead of an image folder -> the message
+    "a folder that does not exist": (lambda d: None, "images does not exist or is not a directory"),
+    "an empty folder": (lambda d: d.mkdir(), "images holds no PNG or JPEG images"),
+    "a single image": (lambda d: save_images(d, 1), "images holds 1 image; a covariance needs at least 2"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_IMAGES)
+def test_make_reference_from_a_folder_with_a_bad_file(tmp_path, case):
+    save_images(tmp_path / "images/cat")
+    BAD_IMAGES[case][0](tmp_path / "images/cat")
+    refused(REFERENCE, tmp_path, BAD_IMAGES[case][1])
+
+
+@pytest.mark.parametrize("case", BAD_FOLDERS)
+def test_make_reference_from_a_bad_folder(tmp_path, case):
+    BAD_FOLDERS[case][0](tmp_path / "images")
+    refused(REFERENCE, tmp_path, BAD_FOLDERS[case][1])
+
+
+def test_make_reference_into_a_file_that_is_not_npz(tmp_path):
+    save_images(tmp_path / "images")
+    refused([*REFERENCE[:2], "ref.txt", *REFERENCE[3:]], tmp_path, "ref.txt must be an .npz path")
+
+
 EXTRACT = ["--out", "latents", "--image-size", "16", "--shard-size", "2", "--batch-size", "2", "--num-workers", "0"]
 
 

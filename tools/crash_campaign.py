@@ -60,7 +60,7 @@ class Job:
         if self.kind == "sample":
             return ["--ckpt", str(fixture / "run/checkpoints/0000001.pt"), "--num-samples", "40",
                     "--per-proc-batch-size", "4", "--sampler", "ddpm", "--steps", "4", "--cfg-scale", "1",
-                    "--out", str(out / "s.npz")]  # fmt: skip
+                    "--out", str(out / "s.npz"), "--png-dir", str(out / "png")]  # fmt: skip
         return ["--data-path", str(fixture / "images"), "--out", str(out / "latents"), "--image-size", "16",
                 "--vae", str(fixture / "vae"), "--shard-size", "2", "--batch-size", "2",
                 "--num-workers", "0"]  # fmt: skip
@@ -123,14 +123,18 @@ def marked(marker: str) -> list[int]:
     return pids
 
 
+def kill(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def kill_all(marker: str, proc: subprocess.Popen) -> None:
     """SIGKILL every process of the run at once, as a vanished node would, until none is left."""
     while pids := marked(marker):
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        kill(pids)
         proc.poll()
         time.sleep(0.05)
     proc.wait()
@@ -184,15 +188,20 @@ def complete(job: Job, out: Path, ref: Path) -> list[str]:
     return problems
 
 
-def wait(proc: subprocess.Popen, delay: float, saves: Path | None) -> bool:
-    """Wait ``delay`` seconds, then (aiming at saves) until a temporary file shows under ``saves``; True if the
-    process finished first."""
+def wait(proc: subprocess.Popen, delay: float, marker: str, saves: Path | None) -> bool:
+    """Wait ``delay`` seconds, then (aiming at saves) until a temporary file shows under ``saves``, and SIGKILL the
+    run's processes found just before it showed: on a loaded machine a scan of /proc after it showed can outlast
+    the save. True if the process finished first."""
     try:
         proc.wait(delay)
         return True
     except subprocess.TimeoutExpired:
         pass
-    while saves is not None and not temporaries(saves):
+    while saves is not None:
+        pids = marked(marker)
+        if temporaries(saves):
+            kill(pids)
+            return False
         if proc.poll() is not None:
             return True
         time.sleep(0.01)
@@ -219,7 +228,7 @@ def campaign(job: Job, kills: int, chain: int, aim: str, work: Path, rng: random
                 proc = subprocess.Popen(command(job, fixture, out, slow=True), env=env(marker),
                                         stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
             delay = rng.uniform(0, window)
-            finished = wait(proc, delay, out if aim == "saves" else None)
+            finished = wait(proc, delay, marker, out if aim == "saves" else None)
             if not finished:
                 kill_all(marker, proc)
             err = log.read_text(errors="replace").strip().splitlines()

@@ -53,3 +53,14 @@ def remove_stale_temporaries(directory: str | Path, name: str = "*") -> int:
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
+
+
+def remove_stale_outputs(*outputs: str | Path | None) -> int:
+    """:func:`remove_stale_temporaries` for everything a script writes, given as the paths it writes to: a folder
+    it fills (every name in it) or a file (that name only, as its folder may hold other runs' files); ``None``, an
+    output not asked for, is skipped. Scripts list each output once and write through that list, so a new output
+    is cleaned up like the others. Returns how many temporaries were removed."""
+    removed = 0
+    for path in map(Path, filter(None, outputs)):
+        removed += remove_stale_temporaries(path) if path.is_dir() else remove_stale_temporaries(path.parent, path.name)
+    return removed
