@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--low-ckpt", help="noise-band attribution: use this checkpoint where σ_t ≤ --switch-sigma, --ckpt above it")
     a("--switch-sigma", type=float, default=1.0, help="the level σ = 1/√SNR where --low-ckpt takes over")
     a("--sampler", choices=SAMPLERS, default="heun", help="heun = EDM Heun, the paper's; ddpm = DiT's")
-    a("--steps", type=int, default=50, help="sampler steps (Heun: NFE = 2·steps − 1)")
+    a("--steps", type=int, default=50, help="how many noise levels (NFE = steps; Heun: 2·steps − 1)")
     a("--cfg-scale", type=float, default=1.5, help="classifier-free guidance scale; 1 = no guidance")
     a("--cfg-channels", type=int, help="guide only the first N output channels (DiT's parity setting: 3)")
     a(
@@ -124,6 +124,7 @@ def setup(args, ctx: dist.Context) -> dict:
         learn_sigma=spec.model_kwargs["learn_sigma"],
         diffusion_steps=spec.diffusion_steps,
     )
+    ts = get_sampler(args.sampler).timesteps(diffusion, args.steps, sigma_max=args.sigma_max, rho=args.rho)
     decoder = spec.decoder if args.vae is None else (None if args.vae == "none" else args.vae)
     spec.decoder = decoder
     vae = load_vae(decoder, ctx.device) if decoder else None
@@ -161,11 +162,11 @@ def setup(args, ctx: dist.Context) -> dict:
     dist.barrier()  # every rank has checked the record before rank 0 rewrites it
     if ctx.is_main:
         write_text_atomic(record, json.dumps(wanted, indent=1))
-    return {"guided": guided, "diffusion": diffusion, "vae": vae, "spec": spec, "shards": shards}
+    return {"guided": guided, "diffusion": diffusion, "ts": ts, "vae": vae, "spec": spec, "shards": shards}
 
 
 @torch.no_grad()
-def sample(args, ctx: dist.Context, guided, diffusion, vae, spec, shards: Path) -> None:
+def sample(args, ctx: dist.Context, guided, diffusion, ts: list[int], vae, spec, shards: Path) -> None:
     B, N = args.per_proc_batch_size, args.num_samples
     starts = list(range(0, N, B))
     todo = {s for s in starts if not shard_path(shards, s).exists()}
@@ -179,11 +180,7 @@ def sample(args, ctx: dist.Context, guided, diffusion, vae, spec, shards: Path) 
         noise = PerSampleNoise(args.seed, start, stop)
         x = noise(torch.empty(stop - start, *shape, device=ctx.device))
         y = class_labels(start, stop, spec.num_classes).to(ctx.device)
-        if args.sampler in ("ddpm", "ddim"):
-            extra = {"noise_fn": noise}
-        else:
-            extra = {"sigma_max": args.sigma_max, "rho": args.rho}
-        x = sampler(guided, x, diffusion, args.steps, {"y": y}, **extra)
+        x = sampler(guided, x, ts, diffusion, {"y": y}, noise_fn=noise)
         x = spec.to_data(x)  # undo the training normalisation (or the latent scale factor)
         if vae is not None:
             x = vae.decode(x).sample

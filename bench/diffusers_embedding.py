@@ -19,7 +19,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from diffusion import classifier_free_guidance, create_diffusion, sample_heun  # noqa: E402
+from diffusion import classifier_free_guidance, create_diffusion, edm_timesteps, sample_heun  # noqa: E402
 from evaluation import evaluate  # noqa: E402
 from evaluation.denoiser import held_out  # noqa: E402
 from evaluation.fashion import label_accuracy  # noqa: E402
@@ -76,7 +76,9 @@ def main() -> None:
                 xs = noise_fn(torch.empty(stop - start, *x0.shape[1:]))
                 ys = class_labels(start, stop, spec.num_classes)
                 with torch.no_grad():
-                    images.append(quantize(spec.to_data(sample_heun(guided, xs, d, args.steps, {"y": ys}))))
+                    images.append(
+                        quantize(spec.to_data(sample_heun(guided, xs, edm_timesteps(d, args.steps), d, {"y": ys})))
+                    )
                 labels.append(ys.numpy())
             npz = Path(tmp) / "s.npz"
             np.savez(npz, arr_0=np.concatenate(images), arr_1=np.concatenate(labels))

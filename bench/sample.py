@@ -70,11 +70,11 @@ def main() -> None:
     for run in args.runs.split(","):
         name, steps = run.split(":")
         sampler = get_sampler(name)
-        sampler(guided, x, diffusion, 2, {"y": y})
+        sampler(guided, x, sampler.timesteps(diffusion, 2), diffusion, {"y": y})
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         nfe, tic = 0, time.perf_counter()
-        sampler(guided, x, diffusion, int(steps), {"y": y})
+        sampler(guided, x, sampler.timesteps(diffusion, int(steps)), diffusion, {"y": y})
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - tic

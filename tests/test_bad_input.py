@@ -5,7 +5,7 @@ import warnings
 import pytest
 import torch
 
-from diffusion import classifier_free_guidance, create_diffusion, get_sampler
+from diffusion import classifier_free_guidance, create_diffusion, get_sampler, respaced_timesteps
 from models import create_model, load_weights
 from tests.reference_forwards import random_official_vit_state_dict
 
@@ -59,7 +59,7 @@ def test_wrong_output_channels_for_learn_sigma(learn_sigma, channels):
     with pytest.raises(ValueError, match=f"returned {channels} channels .* expected {expected}"):
         d.training_losses(model, torch.zeros(2, 3, 4, 4), torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="channels"):
-        get_sampler("ddim")(model, torch.zeros(2, 3, 4, 4), d, steps=5)
+        get_sampler("ddim")(model, torch.zeros(2, 3, 4, 4), respaced_timesteps(d, 5), d)
 
 
 @pytest.mark.parametrize("prediction,weighting", [("eps", "const"), ("eps", "max_snr")])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion import create_diffusion, sample_ddim
+from diffusion import create_diffusion, respaced_timesteps, sample_ddim
 from models.diffusers_export import scheduler_config, use_dit_frequencies
 from sampling import load_for_sampling
 
@@ -105,7 +105,7 @@ def test_ddim_through_diffusers_matches_ours(exported):
     d = create_diffusion(noise_schedule=spec.noise_schedule, prediction=spec.prediction, learn_sigma=True)
     noise = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(2))
     y = torch.tensor([0, 1, 2, 3])
-    expected = sample_ddim(ours, noise.clone(), d, "ddim10", {"y": y})
+    expected = sample_ddim(ours, noise.clone(), respaced_timesteps(d, "ddim10"), d, {"y": y})
     sched.set_timesteps(10)
     x = noise.clone()
     with torch.no_grad():

@@ -111,7 +111,7 @@ def test_guidance_pushes_samples_away_from_the_unconditional_mean(setup, sampler
     noise, means = torch.randn(2 * n, 1, 4, 4), {}
     for scale in [1.0, 2.0, 4.0]:
         guided = classifier_free_guidance(model, scale, null_class=2)
-        out = get_sampler(sampler)(guided, noise, d, steps=50, model_kwargs={"y": y})
+        out = get_sampler(sampler)(guided, noise, get_sampler(sampler).timesteps(d, 50), d, {"y": y})
         means[scale] = (out[:n].mean().item(), out[n:].mean().item())
     tol = 5 * S / math.sqrt(n * 16) + 0.005
     assert abs(means[1.0][0] - MUS[0]) < tol and abs(means[1.0][1] - MUS[1]) < tol

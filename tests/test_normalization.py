@@ -13,7 +13,7 @@ import torch
 from data import TrainingData, open_training_data
 from data.latents import MANIFEST, LatentShards, draw_latents, shard_name, write_manifest, write_shard
 from data.normalization import Normalization, channel_stats, latent_channel_stats
-from diffusion import create_diffusion, sample_heun
+from diffusion import create_diffusion, edm_timesteps, sample_heun
 from sampling import SamplingSpec, quantize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,8 +97,9 @@ def test_normalised_and_plain_models_sample_to_the_same_pixel_range(oracle):
     plain = SamplingSpec("ViT-T/4", {}, "x0", "cosine", 1000, 1, None, None, 1.0, "ours")
     normed = SamplingSpec("ViT-T/4", {}, "x0", "cosine", 1000, 1, None, None, 1.0, "ours", [],
                           Normalization((m,), (s,)))  # fmt: skip
-    a = plain.to_data(sample_heun(oracle(d.alphas_cumprod, "x0", [m], s), noise, d, steps=50))
-    b = normed.to_data(sample_heun(oracle(d.alphas_cumprod, "x0", [0.0], 1.0), noise, d, steps=50))
+    ts = edm_timesteps(d, 50)
+    a = plain.to_data(sample_heun(oracle(d.alphas_cumprod, "x0", [m], s), noise, ts, d))
+    b = normed.to_data(sample_heun(oracle(d.alphas_cumprod, "x0", [0.0], 1.0), noise, ts, d))
     for x in (a, b):
         assert float(x.mean()) == pytest.approx(m, abs=0.02)
         assert float(x.std()) == pytest.approx(s, rel=0.03)

@@ -167,6 +167,7 @@ def test_official_minsnr_release_is_converted(tmp_path):
         (["--guidance-interval", "s:0,1"], "takes LO,HI (σ) or t:LO,HI (timesteps)"),
         (["--guidance-interval", "t:0"], "takes LO,HI (σ) or t:LO,HI (timesteps)"),
         (["--rho", "0"], "--sigma-max and --rho must be > 0"),
+        (["--steps", "1001"], "asks for 1001 steps but the diffusion has only T=1000"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(ckpt, tmp_path, extra, message):

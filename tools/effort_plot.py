@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from diffusion import create_diffusion  # noqa: E402
-from diffusion.samplers import edm_timesteps  # noqa: E402
+from diffusion.levels import edm_timesteps  # noqa: E402
 from diffusion.timesteps import DENSITIES  # noqa: E402
 from diffusion.weighting import loss_weight  # noqa: E402
 
@@ -50,7 +50,7 @@ def main() -> None:
             lam, e = effort(w, density)
             ax.plot(lam, e, lw=1.2, label=w)
         for steps, y in ((10, 0.93), (50, 0.97)):
-            ts = sorted(set(edm_timesteps(d, steps)))
+            ts = edm_timesteps(d, steps)
             ax.plot(np.log(d.snr[ts]), [y] * len(ts), "|", ms=6, color="k", transform=ax.get_xaxis_transform())
             ax.text(-19.5, y, f"Heun-{steps}", fontsize=6, va="center", transform=ax.get_xaxis_transform())
         ax.set_yscale("log")
