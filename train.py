@@ -25,10 +25,19 @@ from data import ResumableSampler, open_training_data
 from diffusion import create_diffusion
 from diffusion.bands import BAND_NAMES, band_of_snr
 from diffusion.uncertainty import LogVariance, uncertainty_loss
-from models import check_model_name, create_model, load_weights
+from models import check_model_name, create_model
 from training import dist, precision
 from training.atomic import WriteError, remove_stale_temporaries, write_text_atomic
-from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
+from training.checkpoint import (
+    checkpoint_path,
+    list_checkpoints,
+    make_checkpoint,
+    model_arch,
+    prune_checkpoints,
+    read_for_resume,
+    restore,
+    save_atomic,
+)
 from training.cli import fail
 from training.config import parse_args
 from training.ema import update_ema
@@ -65,16 +74,8 @@ def setup(args, ctx: dist.Context) -> dict:
     if height != width:
         raise ValueError(f"data {data.shape} is not square; the backbones take square inputs")
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model = create_model(
-        args.model,
-        input_size=height,
-        in_channels=channels,
-        num_classes=data.num_classes,
-        learn_sigma=args.learn_sigma,
-        class_dropout_prob=args.class_dropout,
-        qk_norm=args.qk_norm,
-        grad_checkpoint=args.grad_checkpoint,
-    ).to(ctx.device)
+    arch = model_arch(vars(args), data.shape, data.num_classes)  # what checkpoints record of the model
+    model = create_model(arch["name"], **arch["kwargs"], grad_checkpoint=args.grad_checkpoint).to(ctx.device)
     logvar = LogVariance(seed=args.seed).to(ctx.device) if args.learned_uncertainty else None
     run_dir = Path(args.results_dir or f"results/{args.model.replace('/', '-')}-{args.prediction}-{args.weighting}")
     resume = None
@@ -83,25 +84,7 @@ def setup(args, ctx: dist.Context) -> dict:
         resume = found[-1] if found else None
     elif args.resume:
         resume = Path(args.resume)
-    state = None
-    if resume is not None:
-        state = load_checkpoint(resume)
-        if not isinstance(state, dict) or not {"model", "ema", "opt", "step", "args"} <= state.keys():
-            keys = sorted(state)[:5] if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"--resume {resume} is not a training checkpoint of this codebase (it holds {keys})")
-        saved_model = state["args"].get("model")
-        if saved_model != args.model:
-            raise ValueError(f"--resume {resume} is a checkpoint of {saved_model}, but --model is {args.model}")
-        saved_norm = state.get("data", {}).get("normalization")
-        if saved_norm != data.record()["normalization"]:
-            raise ValueError(f"--resume {resume} was trained with data normalisation {saved_norm}, but this run has "
-                             f"{data.record()['normalization']} (--data-norm {args.data_norm})")  # fmt: skip
-        if ("uncertainty" in state) != args.learned_uncertainty:
-            raise ValueError(f"--resume {resume} was trained {'with' if 'uncertainty' in state else 'without'} "
-                             "--learned-uncertainty; resume it the same way")  # fmt: skip
-        load_weights(model, state["model"], args.model)
-        if logvar is not None:
-            logvar.load_state_dict(state["uncertainty"])
+    state = read_for_resume(resume, args, data, model) if resume is not None else None
     return {"diffusion": diffusion, "data": data, "model": model, "logvar": logvar, "run_dir": run_dir,
             "state": state, "resume": resume}  # fmt: skip
 
@@ -112,12 +95,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
     opt = torch.optim.AdamW(params, lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay,
                             fused=True)  # fmt: skip
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=args.precision == "fp16")
-    step = 0
-    if state is not None:
-        load_weights(ema, state["ema"], args.model)
-        opt.load_state_dict(state["opt"])
-        scaler.load_state_dict(state["scaler"])
-        step = state["step"]
+    step = restore(state, model, ema, opt, scaler, logvar) if state is not None else 0
     net = DistributedDataParallel(model) if ctx.distributed else model
     net = torch.compile(net) if args.compile else net
     u_net = DistributedDataParallel(logvar) if ctx.distributed and logvar is not None else logvar
@@ -206,19 +184,8 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
         if step % args.ckpt_every == 0 or step == args.max_steps:
             if ctx.is_main:
                 path = checkpoint_path(run_dir / "checkpoints", step)
-                record = {
-                    "model": model.state_dict(),
-                    "ema": ema.state_dict(),
-                    "opt": opt.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "step": step,
-                    "args": vars(args),
-                    "data": {"seed": args.seed, "position": step * args.global_batch_size, **data.record()},
-                }
-                if logvar is not None:
-                    record["uncertainty"] = logvar.state_dict()
                 try:
-                    save_atomic(record, path)
+                    save_atomic(make_checkpoint(args, data, model, ema, opt, scaler, step, logvar), path)
                 except WriteError:
                     bar.close()
                     raise
