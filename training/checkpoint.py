@@ -32,8 +32,15 @@ from training.atomic import WriteError, atomic_write
 FORMAT_NAME, FORMAT_VERSION = "minsnr-dit", 2
 DIFFUSION_FLAGS = ("noise_schedule", "diffusion_steps", "prediction", "learn_sigma")
 LOSS_FLAGS = (
-    *("weighting", "snr_gamma", "sigma_data", "sigmoid_bias"),
-    *("timestep_sampling", "logit_normal", "laplace", "timestep_objective", "learned_uncertainty"),
+    "weighting",
+    "snr_gamma",
+    "sigma_data",
+    "sigmoid_bias",
+    "timestep_sampling",
+    "logit_normal",
+    "laplace",
+    "timestep_objective",
+    "learned_uncertainty",
 )
 _NAME = re.compile(r"^(\d{7})\.pt$")
 
@@ -132,11 +139,15 @@ def read_for_resume(path: str | Path, args, data, model) -> dict:
         raise ValueError(f"--resume {path} is a checkpoint of {saved}, but --model is {args.model}")
     saved_norm, norm = _normalization(ckpt["data_transform"]), _normalization(transform_record(data.transform))
     if saved_norm != norm:
-        raise ValueError(f"--resume {path} was trained with data normalisation {saved_norm}, but this run has "
-                         f"{norm} (--data-norm {args.data_norm})")  # fmt: skip
+        raise ValueError(
+            f"--resume {path} was trained with data normalisation {saved_norm}, but this run has "
+            f"{norm} (--data-norm {args.data_norm})"
+        )
     if ("uncertainty" in ckpt) != args.learned_uncertainty:
-        raise ValueError(f"--resume {path} was trained {'with' if 'uncertainty' in ckpt else 'without'} "
-                         "--learned-uncertainty; resume it the same way")  # fmt: skip
+        raise ValueError(
+            f"--resume {path} was trained {'with' if 'uncertainty' in ckpt else 'without'} "
+            "--learned-uncertainty; resume it the same way"
+        )
     check_weights(model, ckpt["model"], args.model)
     return ckpt
 
