@@ -132,8 +132,7 @@ def setup(args, ctx: dist.Context) -> dict:
     if args.low_ckpt:
         low_model, low_spec = load_for_sampling(args.low_ckpt, args.model, args.weights, ctx.device)
         low_spec.decoder = spec.decoder if args.vae is not None else low_spec.decoder  # --vae overrides both
-        same = ("model_kwargs", "prediction", "noise_schedule", "diffusion_steps", "decoder", "scale_factor",
-                "normalization")  # fmt: skip
+        same = ("model_kwargs", "prediction", "noise_schedule", "diffusion_steps", "decoder", "transform")
         if differ := [k for k in same if getattr(low_spec, k) != getattr(spec, k)]:
             raise ValueError(f"--low-ckpt {args.low_ckpt} differs from --ckpt in {', '.join(differ)}; the two "
                              "models must share the target, schedule and data space")  # fmt: skip

@@ -22,10 +22,19 @@ from tqdm import tqdm
 from data import ResumableSampler, open_training_data
 from diffusion import create_diffusion
 from diffusion.uncertainty import LogVariance
-from models import check_model_name, create_model, load_weights
+from models import check_model_name, create_model
 from training import dist, precision
 from training.atomic import WriteError, remove_stale_outputs, write_text_atomic
-from training.checkpoint import checkpoint_path, list_checkpoints, load_checkpoint, prune_checkpoints, save_atomic
+from training.checkpoint import (
+    checkpoint_path,
+    list_checkpoints,
+    make_checkpoint,
+    model_arch,
+    prune_checkpoints,
+    read_for_resume,
+    restore,
+    save_atomic,
+)
 from training.cli import fail
 from training.config import parse_args, parser_defaults
 from training.ema import update_ema
@@ -56,16 +65,8 @@ def setup(args, ctx: dist.Context) -> dict:
     if height != width:
         raise ValueError(f"data {data.shape} is not square; the backbones take square inputs")
     torch.manual_seed(args.seed)  # the same initial weights on every rank
-    model = create_model(
-        args.model,
-        input_size=height,
-        in_channels=channels,
-        num_classes=data.num_classes,
-        learn_sigma=args.learn_sigma,
-        class_dropout_prob=args.class_dropout,
-        qk_norm=args.qk_norm,
-        grad_checkpoint=args.grad_checkpoint,
-    ).to(ctx.device)
+    arch = model_arch(vars(args), data.shape, data.num_classes)  # what checkpoints record of the model
+    model = create_model(arch["name"], **arch["kwargs"], grad_checkpoint=args.grad_checkpoint).to(ctx.device)
     logvar = LogVariance(seed=args.seed).to(ctx.device) if args.learned_uncertainty else None
     run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(args, parser_defaults())
     check_run_dir(run_dir, args)
@@ -79,25 +80,7 @@ def setup(args, ctx: dist.Context) -> dict:
                              "auto needs a filesystem that every node shares (docs/training.md)")  # fmt: skip
     elif args.resume:
         resume = Path(args.resume)
-    state = None
-    if resume is not None:
-        state = load_checkpoint(resume)
-        if not isinstance(state, dict) or not {"model", "ema", "opt", "step", "args"} <= state.keys():
-            keys = sorted(state)[:5] if isinstance(state, dict) else type(state).__name__
-            raise ValueError(f"--resume {resume} is not a training checkpoint of this codebase (it holds {keys})")
-        saved_model = state["args"].get("model")
-        if saved_model != args.model:
-            raise ValueError(f"--resume {resume} is a checkpoint of {saved_model}, but --model is {args.model}")
-        saved_norm = state.get("data", {}).get("normalization")
-        if saved_norm != data.record()["normalization"]:
-            raise ValueError(f"--resume {resume} was trained with data normalisation {saved_norm}, but this run has "
-                             f"{data.record()['normalization']} (--data-norm {args.data_norm})")  # fmt: skip
-        if ("uncertainty" in state) != args.learned_uncertainty:
-            raise ValueError(f"--resume {resume} was trained {'with' if 'uncertainty' in state else 'without'} "
-                             "--learned-uncertainty; resume it the same way")  # fmt: skip
-        load_weights(model, state["model"], args.model)
-        if logvar is not None:
-            logvar.load_state_dict(state["uncertainty"])
+    state = read_for_resume(resume, args, data, model) if resume is not None else None
     return {"diffusion": diffusion, "data": data, "model": model, "logvar": logvar, "run_dir": run_dir,
             "state": state, "resume": resume}  # fmt: skip
 
@@ -106,12 +89,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = make_optimizer(args, [*model.parameters(), *(logvar.parameters() if logvar is not None else [])])
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=args.precision == "fp16")
-    step = 0
-    if state is not None:
-        load_weights(ema, state["ema"], args.model)
-        opt.load_state_dict(state["opt"])
-        scaler.load_state_dict(state["scaler"])
-        step = state["step"]
+    step = restore(state, model, ema, opt, scaler, logvar) if state is not None else 0
     net = DistributedDataParallel(model) if ctx.distributed else model
     net = torch.compile(net) if args.compile else net
     u_net = DistributedDataParallel(logvar) if ctx.distributed and logvar is not None else logvar
@@ -181,18 +159,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
 def save(run_dir: Path, step: int, args, data, model, ema, opt, scaler, logvar) -> Path:
     """Write the step's checkpoint atomically and prune by the keep policy; returns its path."""
     path = checkpoint_path(run_dir / "checkpoints", step)
-    record = {
-        "model": model.state_dict(),
-        "ema": ema.state_dict(),
-        "opt": opt.state_dict(),
-        "scaler": scaler.state_dict(),
-        "step": step,
-        "args": vars(args),
-        "data": {"seed": args.seed, "position": step * args.global_batch_size, **data.record()},
-    }
-    if logvar is not None:
-        record["uncertainty"] = logvar.state_dict()
-    save_atomic(record, path)
+    save_atomic(make_checkpoint(args, data, model, ema, opt, scaler, step, logvar), path)
     prune_checkpoints(run_dir / "checkpoints", args.keep_checkpoints, args.keep_every)
     return path
 

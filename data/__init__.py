@@ -11,9 +11,10 @@ from .images import ImageFolder
 from .latents import MANIFEST, LatentShards, draw_latents
 from .normalization import NORMALIZATIONS, Normalization, channel_stats
 from .order import ResumableSampler
+from .transform import DataTransform, Scale
 from .vae import SCALE_FACTOR, load_vae
 
-__all__ = ["FashionMNIST", "ImageFolder", "LatentShards", "Normalization", "ResumableSampler", "TrainingData",
+__all__ = ["FashionMNIST", "ImageFolder", "LatentShards", "Normalization", "ResumableSampler", "Scale", "TrainingData",
            "open_training_data"]  # fmt: skip
 
 
@@ -21,11 +22,11 @@ __all__ = ["FashionMNIST", "ImageFolder", "LatentShards", "Normalization", "Resu
 class TrainingData:
     """A dataset plus what turns one of its batches into x0 for the diffusion loss.
 
-    ``kind`` is "pixel" (x0 = the batch), "latent" (draw a flip and a posterior sample from stored moments) or
-    "vae" (flip the images, then encode them with ``vae`` and sample its posterior). ``shape`` is x0's [C, H, W].
-    ``decoder`` names the VAE that maps x0 back to images (None in pixel space); checkpoints record it for sampling.
-    ``normalization``, when set, standardises every channel (``--data-norm channel``) and replaces
-    ``scale_factor``; checkpoints record its statistics and sampling inverts them.
+    ``kind`` is "pixel" (the batch), "latent" (draw a flip and a posterior sample from stored moments) or "vae"
+    (flip the images, then encode them with ``vae`` and sample its posterior); ``transform`` then maps that to x0
+    (data/transform.py: the latent scale, or per-channel normalisation with ``--data-norm channel``).
+    ``shape`` is x0's [C, H, W]. ``decoder`` names the VAE that maps x0 back to images (None in pixel space).
+    Checkpoints record the decoder and the transform; sampling inverts the transform, then decodes.
     """
 
     dataset: Dataset
@@ -34,35 +35,31 @@ class TrainingData:
     num_classes: int
     description: str
     vae: torch.nn.Module | None = None
-    scale_factor: float = 1.0
+    transform: DataTransform = Scale(1.0)
     hflip: bool = False
     decoder: str | None = None
-    normalization: Normalization | None = None
 
     def record(self) -> dict:
-        """What a sampler needs to know of the data: shape, class count and the decoder with its scale."""
+        """What a sampler needs to know of the data besides the transform: shape, class count and decoder."""
         return {"shape": list(self.shape), "num_classes": self.num_classes, "decoder": self.decoder,
-                "scale_factor": self.scale_factor, "description": self.description,
-                "normalization": self.normalization.record() if self.normalization else None}  # fmt: skip
+                "description": self.description}  # fmt: skip
 
     @torch.no_grad()
     def prepare(self, batch: torch.Tensor, generator: torch.Generator, rows: slice, n: int) -> torch.Tensor:
         """A loaded batch -> x0 [B, C, H, W] in float32. Random choices are drawn for the whole global batch from
         ``generator`` (seeded alike on every rank; ``n`` = global batch size) and ``rows`` picks this rank's part,
         so the draws for an image do not depend on the number of processes."""
-        device, norm = batch.device, self.normalization
+        device = batch.device
         if self.kind == "latent":
-            if norm is not None:
-                return norm.apply(draw_latents(batch, 1.0, generator, rows, n))
-            return draw_latents(batch, self.scale_factor, generator, rows, n)
+            return self.transform.apply(draw_latents(batch, 1.0, generator, rows, n))
         if self.hflip:
             flip = (torch.rand(n, device=device, generator=generator) < 0.5)[rows]
             batch = torch.where(flip[:, None, None, None], batch.flip(-1), batch)
         if self.kind == "vae":
             posterior = self.vae.encode(batch).latent_dist
             noise = torch.randn((n, *self.shape), device=device, generator=generator)[rows]
-            return self.scale_factor * (posterior.mean + posterior.std * noise)
-        return batch.float() if norm is None else norm.apply(batch.float())
+            return self.transform.apply(posterior.mean + posterior.std * noise)
+        return self.transform.apply(batch.float())
 
 
 def open_training_data(
@@ -78,11 +75,11 @@ def open_training_data(
     normalize = data_norm == "channel"
     if path is None:
         ds = FashionMNIST("train")
-        norm = None
+        transform = Scale(1.0)
         if normalize:
-            norm = channel_stats(ds.images[i : i + 10_000].float() / 127.5 - 1 for i in range(0, len(ds), 10_000))
+            transform = channel_stats(ds.images[i : i + 10_000].float() / 127.5 - 1 for i in range(0, len(ds), 10_000))
         return TrainingData(ds, "pixel", ds.shape, ds.num_classes, "Fashion-MNIST train (60K, pixel space)",
-                            normalization=norm)  # fmt: skip
+                            transform=transform)  # fmt: skip
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"--data-path {path} does not exist or is not a directory")
@@ -91,23 +88,23 @@ def open_training_data(
         if len(ds) == 0:
             raise ValueError(f"--data-path {path}: the manifest lists no latents")
         desc = f"latents {path} ({len(ds)} images, VAE {ds.meta.get('vae')})"
-        norm = None
+        transform = Scale(ds.scale_factor)
         if normalize:
             if "normalization" not in ds.meta:
                 raise ValueError(
                     f"--data-norm channel: {root / MANIFEST} has no normalisation statistics; re-run "
                     "extract_features.py on the same --out (finished shards are kept) to add them"
                 )
-            norm = Normalization.from_record(ds.meta["normalization"], ds.shape[0], str(root / MANIFEST))
-        return TrainingData(ds, "latent", ds.shape, ds.num_classes, desc, scale_factor=ds.scale_factor,
-                            decoder=ds.meta.get("vae"), normalization=norm)  # fmt: skip
+            transform = Normalization.from_record(ds.meta["normalization"], ds.shape[0], str(root / MANIFEST))
+        return TrainingData(ds, "latent", ds.shape, ds.num_classes, desc, transform=transform,
+                            decoder=ds.meta.get("vae"))  # fmt: skip
     ds = ImageFolder(root, image_size)
     if vae == "none":
-        norm = None
+        transform = Scale(1.0)
         if normalize:  # one pass over the folder (its flips have the same per-channel statistics)
-            norm = channel_stats(x for x, _ in torch.utils.data.DataLoader(ds, batch_size=256))
+            transform = channel_stats(x for x, _ in torch.utils.data.DataLoader(ds, batch_size=256))
         return TrainingData(ds, "pixel", ds.shape, ds.num_classes, f"images {path} (pixel space)", hflip=True,
-                            normalization=norm)  # fmt: skip
+                            transform=transform)  # fmt: skip
     if normalize:
         raise ValueError("--data-norm channel needs pre-extracted latents (their statistics are computed once by "
                          "extract_features.py); extract them, or train in pixels with --vae none")  # fmt: skip
@@ -115,5 +112,5 @@ def open_training_data(
     down = 2 ** (len(model.config.block_out_channels) - 1)  # 8 for the SD VAE
     shape = (model.config.latent_channels, image_size // down, image_size // down)
     desc = f"images {path} encoded by VAE {vae}"
-    return TrainingData(ds, "vae", shape, ds.num_classes, desc, vae=model, scale_factor=SCALE_FACTOR, hflip=True,
-                        decoder=vae)  # fmt: skip
+    return TrainingData(ds, "vae", shape, ds.num_classes, desc, vae=model, transform=Scale(SCALE_FACTOR),
+                        hflip=True, decoder=vae)  # fmt: skip

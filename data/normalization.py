@@ -9,6 +9,7 @@ quantising, so a checkpoint made with normalisation cannot be sampled without it
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ NORMALIZATIONS = ("none", "channel")
 class Normalization:
     """x0 = (z − mean)/std per channel; ``invert`` maps a sample back to the data's own units."""
 
+    name: ClassVar[str] = "channel"  # its name as a data transform (data/transform.py)
     mean: tuple[float, ...]
     std: tuple[float, ...]
 

@@ -1,6 +1,6 @@
 """Backbones. ``DiT_models`` and ``ViT_models`` map CLI names ("DiT-XL/2", "ViT-B/2", tiny "DiT-T/4") to
 constructors taking ``input_size``, ``in_channels``, ``num_classes`` and ``learn_sigma``; ``model(x, t, y)``
-returns [B, C_out, H, W]."""
+returns [B, C_out, H, W], and ``model.null_class`` is the label of the unconditional row (None without one)."""
 
 from torch import nn
 
@@ -21,6 +21,7 @@ __all__ = [
     "ViT_models",
     "convert_minsnr_vit",
     "check_model_name",
+    "check_weights",
     "checkpoint_config",
     "create_model",
     "describe_checkpoint",
@@ -82,7 +83,12 @@ def describe_checkpoint(state_dict: dict) -> str:
 
 
 def load_weights(model: nn.Module, state_dict: dict, model_name: str) -> None:
-    """Strictly load ``state_dict`` into ``model`` (DDP / compile prefixes are stripped first).
+    """Strictly load ``state_dict`` into ``model``, after :func:`check_weights`."""
+    model.load_state_dict(check_weights(model, state_dict, model_name), strict=True)
+
+
+def check_weights(model: nn.Module, state_dict: dict, model_name: str) -> dict:
+    """``state_dict`` without DDP / compile prefixes, once it is known to fit ``model`` strictly.
 
     On any missing, unexpected or mis-shaped key it raises one ValueError naming the first few keys and what the
     checkpoint looks like, e.g. "this looks like a DiT-XL/2 checkpoint …, but --model is ViT-B/2 …".
@@ -104,4 +110,4 @@ def load_weights(model: nn.Module, state_dict: dict, model_name: str) -> None:
             f"checkpoint does not fit {model_name}: {'; '.join(problems)}. This looks like "
             f"{describe_checkpoint(sd)}, but --model is {model_name} ({describe_checkpoint(own)})"
         )
-    model.load_state_dict(sd, strict=True)
+    return sd

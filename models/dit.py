@@ -115,6 +115,7 @@ class DiT(nn.Module):
         self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.num_classes = num_classes
+        self.null_class = num_classes if class_dropout_prob > 0 else None  # the unconditional row, if any
         self.grad_checkpoint = grad_checkpoint
 
         self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)

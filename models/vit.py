@@ -58,6 +58,7 @@ class ViT(nn.Module):
         self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
         self.out_channels = 2 * in_channels if learn_sigma else in_channels
         self.num_classes, self.num_timesteps = num_classes, num_timesteps
+        self.null_class = num_classes  # the unconditional row
         self.class_dropout_prob = class_dropout_prob
         self.head_init_scale = head_init_scale
         self.grad_checkpoint = grad_checkpoint

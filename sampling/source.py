@@ -1,7 +1,8 @@
 """Turn any supported checkpoint into a ready model plus the settings sampling needs.
 
 Three kinds are recognised:
-- ours (written by train.py): model, diffusion and data settings come from the checkpoint itself;
+- ours (written by train.py, any format version; training/checkpoint.py): the model is rebuilt from the
+  checkpoint's ``arch``, and the diffusion settings and the data transform come from it too;
 - a released DiT state dict (facebookresearch/DiT, or a dict with "ema"/"model" keys): ``--model`` names it;
   DiT's settings (ε-prediction, linear schedule, learned σ, SD VAE) are the defaults;
 - the official Min-SNR ViT release (TiankaiHang/Min-SNR-Diffusion-Training): converted by
@@ -12,10 +13,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from data.normalization import Normalization
+from data.transform import DataTransform, Scale, read_transform
 from data.vae import SCALE_FACTOR, VAES
 from models import checkpoint_config, convert_minsnr_vit, create_model, is_minsnr_vit, load_weights, strip_wrappers
-from training.checkpoint import load_checkpoint
+from training.checkpoint import is_training_checkpoint, load_checkpoint, read
 
 
 @dataclass
@@ -30,49 +31,42 @@ class SamplingSpec:
     num_classes: int
     null_class: int | None  # the class index of the unconditional row, None when the model has none
     decoder: str | None  # a VAE id or directory; None = pixel space
-    scale_factor: float
+    transform: DataTransform  # data units (pixels in [−1, 1], or unscaled latents) -> the model's space
     source: str  # "ours", "dit-release" or "minsnr-release", for the log
     notes: list[str] = field(default_factory=list)
-    normalization: Normalization | None = None  # the per-channel statistics the model was trained on
 
     def from_data(self, z: torch.Tensor) -> torch.Tensor:
-        """Data units (pixels in [−1, 1], or unscaled latents) -> the model's space: the inverse of ``to_data``."""
-        if self.normalization is not None:
-            return self.normalization.apply(z)
-        return z * self.scale_factor
+        """Data units -> the model's space, as in training."""
+        return self.transform.apply(z)
 
     def to_data(self, x: torch.Tensor) -> torch.Tensor:
-        """A sample in the model's space -> the data's units: pixels in [−1, 1], or latents for the decoder.
-        Inverts the training normalisation, or else divides by the latent scale factor (1 in pixel space)."""
-        if self.normalization is not None:
-            return self.normalization.invert(x)
-        return x / self.scale_factor
+        """A sample in the model's space -> the data's units: pixels in [−1, 1], or latents for the decoder."""
+        return self.transform.invert(x)
 
 
-def _ours(state: dict, weights: str) -> tuple[dict, SamplingSpec]:
-    args, data = state["args"], state.get("data", {})
-    if "shape" not in data:
-        raise ValueError("this checkpoint predates data records (shape, decoder); retrain or resave it")
-    channels, size, _ = data["shape"]
-    num_classes = data["num_classes"]
-    kwargs = {"input_size": size, "in_channels": channels, "num_classes": num_classes,
-              "learn_sigma": args["learn_sigma"], "class_dropout_prob": args["class_dropout"],
-              "qk_norm": args.get("qk_norm", False)}  # fmt: skip
-    null = num_classes if args["class_dropout"] > 0 or args["model"].startswith("ViT") else None
-    spec = SamplingSpec(args["model"], kwargs, args["prediction"], args["noise_schedule"], args["diffusion_steps"],
-                        num_classes, null, data["decoder"], data["scale_factor"], "ours")  # fmt: skip
-    if data.get("normalization") is not None:
-        spec.normalization = Normalization.from_record(data["normalization"], channels, "checkpoint data record")
-    init_share = args["ema_decay"] ** state["step"]
+def _ours(ckpt: dict, path: str, weights: str) -> tuple[dict, dict, dict]:
+    """Weights, arch and the other spec fields of a checkpoint in the layout of ``training.checkpoint.read``."""
+    arch, diffusion = ckpt["arch"], ckpt["diffusion"]
+    transform = read_transform(ckpt["data_transform"], arch["kwargs"]["in_channels"], f"{path} data_transform")
+    fields = {
+        "prediction": diffusion["prediction"],
+        "noise_schedule": diffusion["noise_schedule"],
+        "diffusion_steps": diffusion["diffusion_steps"],
+        "decoder": ckpt["data"]["decoder"],
+        "transform": transform,
+        "source": "ours",
+        "notes": [],
+    }
+    init_share = ckpt["ema_decay"] ** ckpt["step"]
     if weights == "ema" and init_share > 0.5:
-        spec.notes.append(
-            f"the EMA after {state['step']} steps at decay {args['ema_decay']} still holds "
+        fields["notes"].append(
+            f"the EMA after {ckpt['step']} steps at decay {ckpt['ema_decay']} still holds "
             f"{init_share:.0%} of the initial weights; --weights raw samples the trained ones"
         )
-    return state["ema" if weights == "ema" else "model"], spec
+    return ckpt["ema" if weights == "ema" else "model"], arch, fields
 
 
-def _release(sd: dict, model: str | None, source: str) -> tuple[dict, SamplingSpec]:
+def _release(sd: dict, model: str | None, source: str) -> tuple[dict, dict, dict]:
     if source == "minsnr-release":
         sd, name, _ = convert_minsnr_vit(sd)
         if model is not None and model != name:
@@ -84,9 +78,15 @@ def _release(sd: dict, model: str | None, source: str) -> tuple[dict, SamplingSp
         prediction, schedule = "eps", "linear"
     config = checkpoint_config(sd)
     kwargs = {k: config[k] for k in ("input_size", "in_channels", "num_classes", "learn_sigma", "qk_norm")}
-    spec = SamplingSpec(model, kwargs, prediction, schedule, 1000, config["num_classes"], config["num_classes"],
-                        VAES["mse"], SCALE_FACTOR, source)  # fmt: skip
-    return sd, spec
+    fields = {
+        "prediction": prediction,
+        "noise_schedule": schedule,
+        "diffusion_steps": 1000,
+        "decoder": VAES["mse"],
+        "transform": Scale(SCALE_FACTOR),
+        "source": source,
+    }
+    return sd, {"name": model, "kwargs": kwargs}, fields
 
 
 def load_for_sampling(
@@ -95,16 +95,19 @@ def load_for_sampling(
     """Build the model of checkpoint ``path`` in eval mode on ``device`` with its ``weights`` ("ema" or "raw").
     Raises ValueError (one line) for a missing, unsafe or mismatched file."""
     state = load_checkpoint(path)
-    if isinstance(state, dict) and "args" in state and "ema" in state:
-        sd, spec = _ours(state, weights)
-        if model is not None and model != spec.model:
-            raise ValueError(f"{path} is a checkpoint of {spec.model}, but --model is {model}")
+    if is_training_checkpoint(state):
+        sd, arch, fields = _ours(read(state, path), path, weights)
+        if model is not None and model != arch["name"]:
+            raise ValueError(f"{path} is a checkpoint of {arch['name']}, but --model is {model}")
     else:
         if weights == "raw" and not ("model" in state and "ema" in state):
             raise ValueError(f"{path} holds one set of weights (a release); --weights raw needs our checkpoints")
         sd = state.get("ema" if weights == "ema" else "model", state) if isinstance(state, dict) else state
         sd = strip_wrappers(sd)
-        sd, spec = _release(sd, model, "minsnr-release" if is_minsnr_vit(sd) else "dit-release")
-    net = create_model(spec.model, **spec.model_kwargs)
-    load_weights(net, sd, spec.model)
+        sd, arch, fields = _release(sd, model, "minsnr-release" if is_minsnr_vit(sd) else "dit-release")
+    net = create_model(arch["name"], **arch["kwargs"])
+    load_weights(net, sd, arch["name"])
+    spec = SamplingSpec(
+        arch["name"], arch["kwargs"], num_classes=arch["kwargs"]["num_classes"], null_class=net.null_class, **fields
+    )
     return net.to(device).eval().requires_grad_(False), spec

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from data import TrainingData, open_training_data
+from data import Scale, TrainingData, open_training_data
 from data.latents import MANIFEST, LatentShards, draw_latents, shard_name, write_manifest, write_shard
 from data.normalization import Normalization, channel_stats, latent_channel_stats
 from diffusion import create_diffusion, edm_timesteps, sample_heun
@@ -39,12 +39,12 @@ def test_fashion_statistics_and_the_pixel_round_trip_gives_back_the_images():
     """DESIGN.md's figures for Fashion-MNIST on a black 32×32 canvas in [−1, 1]: mean −0.562, std 0.664. Normalised
     images, inverted and quantised by ADM's rule, are the original uint8 pixels exactly."""
     data = open_training_data(None, data_norm="channel")
-    assert data.normalization.mean[0] == pytest.approx(-0.562, abs=5e-4)
-    assert data.normalization.std[0] == pytest.approx(0.664, abs=5e-4)
+    assert data.transform.mean[0] == pytest.approx(-0.562, abs=5e-4)
+    assert data.transform.std[0] == pytest.approx(0.664, abs=5e-4)
     images = data.dataset.images[:200]  # uint8 [200, 1, 32, 32]
     x0 = data.prepare(images.float() / 127.5 - 1, torch.Generator(), slice(0, 200), 200)
     assert abs(float(x0.mean())) < 0.1 and abs(float(x0.std()) - 1) < 0.1
-    spec = SamplingSpec("ViT-T/4", {}, "x0", "cosine", 1000, 10, 10, None, 1.0, "ours", [], data.normalization)
+    spec = SamplingSpec("ViT-T/4", {}, "x0", "cosine", 1000, 10, 10, None, data.transform, "ours")
     back = quantize(spec.to_data(x0))  # uint8 NHWC
     assert np.array_equal(back[..., 0], images[:, 0].numpy())
 
@@ -80,7 +80,7 @@ def test_the_latent_draw_has_the_posterior_statistics_and_fair_flips():
         torch.testing.assert_close(z[rows].var(0), (s * sigma[view]) ** 2, rtol=0.05, atol=0)
 
     norm = Normalization((1.0, -0.5), (2.0, 0.5))
-    data = TrainingData(None, "latent", (2, 1, 1), 1, "test", scale_factor=s, normalization=norm)
+    data = TrainingData(None, "latent", (2, 1, 1), 1, "test", transform=norm)
     x0 = data.prepare(batch, torch.Generator().manual_seed(3), slice(None), n)[..., 0, 0]
     m, sd = torch.tensor(norm.mean), torch.tensor(norm.std)
     for view, rows in ((0, ~flipped), (1, flipped)):  # same generator seed: the same flips and noise as above
@@ -94,9 +94,8 @@ def test_normalised_and_plain_models_sample_to_the_same_pixel_range(oracle):
     m, s = -0.4, 0.3
     d = create_diffusion(noise_schedule="cosine", prediction="x0", weighting="const", learn_sigma=False)
     noise = torch.randn(4000, 1, 2, 2, generator=torch.Generator().manual_seed(0))
-    plain = SamplingSpec("ViT-T/4", {}, "x0", "cosine", 1000, 1, None, None, 1.0, "ours")
-    normed = SamplingSpec("ViT-T/4", {}, "x0", "cosine", 1000, 1, None, None, 1.0, "ours", [],
-                          Normalization((m,), (s,)))  # fmt: skip
+    plain = SamplingSpec("ViT-T/4", {}, "x0", "cosine", 1000, 1, None, None, Scale(1.0), "ours")
+    normed = SamplingSpec("ViT-T/4", {}, "x0", "cosine", 1000, 1, None, None, Normalization((m,), (s,)), "ours")
     ts = edm_timesteps(d, 50)
     a = plain.to_data(sample_heun(oracle(d.alphas_cumprod, "x0", [m], s), noise, ts, d))
     b = normed.to_data(sample_heun(oracle(d.alphas_cumprod, "x0", [0.0], 1.0), noise, ts, d))
@@ -156,9 +155,9 @@ def test_a_normalised_checkpoint_carries_its_statistics_and_sampling_needs_them(
     assert res.returncode == 0, res.stderr[-2000:]
     ckpt = tmp_path / "run/checkpoints/0000001.pt"
     state = torch.load(ckpt, weights_only=True)
-    assert state["data"]["normalization"] == stats
+    assert state["data_transform"] == {"name": "channel", **stats}
     assert LatentShards(tmp_path).meta["normalization"] == stats
-    state["data"]["normalization"] = {"mean": stats["mean"][:2], "std": stats["std"][:2]}
+    state["data_transform"] = {"name": "channel", "mean": stats["mean"][:2], "std": stats["std"][:2]}
     torch.save(state, tmp_path / "broken.pt")
     cmd = [sys.executable, str(ROOT / "sample_ddp.py"), "--ckpt", str(tmp_path / "broken.pt"), "--num-samples", "2",
            "--steps", "2", "--vae", "none", "--out", str(tmp_path / "s.npz")]  # fmt: skip

@@ -24,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from data.transform import transform_record  # noqa: E402
 from models.diffusers_export import scheduler_config, transformer_config, transformer_state_dict  # noqa: E402
 from sampling import load_for_sampling  # noqa: E402
 from training.cli import OneLineParser, fail  # noqa: E402
@@ -46,8 +47,7 @@ def export(ckpt: str, out_dir: Path, weights: str = "ema", model_name: str | Non
         raise ValueError(f"{ckpt} holds position embeddings other than DiT's sin-cos table, which diffusers rebuilds")
     record = {"source": str(Path(ckpt).resolve()), "model": spec.model, "weights": weights,
               "prediction": spec.prediction, "noise_schedule": spec.noise_schedule, "decoder": spec.decoder,
-              "scale_factor": spec.scale_factor, "null_class": spec.null_class,
-              "normalization": spec.normalization.record() if spec.normalization else None,
+              "data_transform": transform_record(spec.transform), "null_class": spec.null_class,
               "timestep_frequencies": "DiT's: load with models.diffusers_export.use_dit_frequencies"}  # fmt: skip
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))

@@ -1,7 +1,23 @@
-"""Checkpoints: atomic writes, keep-last-K, newest-first discovery, and loads that never run pickled code.
+"""Checkpoints: the format train.py writes, one reader for every version, resume, and the files themselves
+(atomic writes, keep-last-K, newest-first discovery, loads that never run pickled code).
 
-Our checkpoints hold only tensors, numbers, strings and plain containers, so ``torch.load(weights_only=True)``
-reads them; a file that would need arbitrary code is refused with a clear message.
+Format "minsnr-dit" version 2 (docs/training.md#checkpoint-format), a dict of plain data and tensors:
+
+    format          {"name": "minsnr-dit", "version": 2}
+    arch            {"name": registry name, "kwargs": constructor arguments}: the model, rebuilt from this alone
+    diffusion       noise_schedule, diffusion_steps, prediction, learn_sigma: what sampling needs to read the model
+    loss            the weighting, its parameters, the timestep density and objective, learned_uncertainty
+    data_transform  {"name": "scale" | "channel", ...}: data/transform.py, inverted by sampling
+    data            shape, num_classes, decoder, description; seed and position of the data order
+    model, ema      state dicts (raw and EMA weights); ema_decay
+    opt, scaler     optimizer and grad-scaler state; step
+    uncertainty     the learned u(λ), only with --learned-uncertainty
+    args            the run's flags, for the record (nothing reads them)
+
+Version 1 is what train.py wrote before the format had a name: model, ema, opt, scaler, step, ``args`` (the flags)
+and ``data`` (with the transform as ``scale_factor`` and ``normalization``); :func:`read` converts it on load.
+Everything is tensors, numbers, strings and plain containers, so ``torch.load(weights_only=True)`` reads it; a
+file that would need arbitrary code is refused with a clear message.
 """
 
 import re
@@ -9,9 +25,149 @@ from pathlib import Path
 
 import torch
 
+from data.transform import transform_record
+from models import check_weights, load_weights
 from training.atomic import WriteError, atomic_write
 
+FORMAT_NAME, FORMAT_VERSION = "minsnr-dit", 2
+DIFFUSION_FLAGS = ("noise_schedule", "diffusion_steps", "prediction", "learn_sigma")
+LOSS_FLAGS = (
+    "weighting",
+    "snr_gamma",
+    "sigma_data",
+    "sigmoid_bias",
+    "timestep_sampling",
+    "logit_normal",
+    "laplace",
+    "timestep_objective",
+    "learned_uncertainty",
+)
 _NAME = re.compile(r"^(\d{7})\.pt$")
+
+
+def model_arch(flags: dict, shape, num_classes: int) -> dict:
+    """The model train.py's ``flags`` build for data of ``shape`` [C, H, W]: its registry name and the constructor
+    arguments that fix its weights and forward (``grad_checkpoint`` only trades memory for time, so it is not one)."""
+    channels, size, _ = shape
+    kwargs = {
+        "input_size": size,
+        "in_channels": channels,
+        "num_classes": num_classes,
+        "learn_sigma": flags["learn_sigma"],
+        "class_dropout_prob": flags["class_dropout"],
+        "qk_norm": flags.get("qk_norm", False),  # version 1 files may predate the flag
+    }
+    return {"name": flags["model"], "kwargs": kwargs}
+
+
+def _settings(flags: dict, shape, num_classes: int) -> dict:
+    """What a checkpoint says of the run, from its flags: shared by the writer and the reader of version 1."""
+    return {
+        "arch": model_arch(flags, shape, num_classes),
+        "diffusion": {k: flags[k] for k in DIFFUSION_FLAGS},
+        "loss": {k: flags[k] for k in LOSS_FLAGS if k in flags},  # version 1 files may predate a flag
+        "ema_decay": flags["ema_decay"],
+    }
+
+
+def make_checkpoint(args, data, model, ema, opt, scaler, step: int, logvar=None) -> dict:
+    """The checkpoint of a run with flags ``args`` on ``data`` (a ``TrainingData``) after ``step`` steps."""
+    flags = vars(args)
+    ckpt = {
+        "format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+        **_settings(flags, data.shape, data.num_classes),
+        "data_transform": transform_record(data.transform),
+        "data": {"seed": args.seed, "position": step * args.global_batch_size, **data.record()},
+        "model": model.state_dict(),
+        "ema": ema.state_dict(),
+        "opt": opt.state_dict(),
+        "scaler": scaler.state_dict(),
+        "step": step,
+        "args": flags,
+    }
+    if logvar is not None:
+        ckpt["uncertainty"] = logvar.state_dict()
+    return ckpt
+
+
+def is_training_checkpoint(state) -> bool:
+    """Whether a loaded file is one train.py wrote (any version), rather than a release or a foreign file."""
+    return isinstance(state, dict) and ("format" in state or {"args", "ema"} <= state.keys())
+
+
+def read(state, path) -> dict:
+    """A loaded checkpoint of train.py in today's layout: version 2 as it is, version 1 converted. One ValueError
+    line for a foreign file or another format, a newer version included."""
+    if not is_training_checkpoint(state):
+        keys = sorted(state)[:5] if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path} is not a training checkpoint of this codebase (it holds {keys})")
+    if "format" not in state:
+        return _from_v1(state, path)
+    if state["format"] != {"name": FORMAT_NAME, "version": FORMAT_VERSION}:
+        raise ValueError(
+            f"{path} has checkpoint format {state['format']}; this code reads {FORMAT_NAME} versions 1 to "
+            f"{FORMAT_VERSION} (a newer version needs newer code)"
+        )
+    return state
+
+
+def _from_v1(state: dict, path) -> dict:
+    """Version 1 -> version 2: the settings from the flags, the transform from the data record."""
+    flags, data = state["args"], state.get("data", {})
+    if "shape" not in data:
+        raise ValueError(f"{path} predates data records (shape, decoder); retrain or resave it")
+    norm = data.get("normalization")
+    transform = {"name": "scale", "factor": data["scale_factor"]} if norm is None else {"name": "channel", **norm}
+    return {
+        **state,
+        "format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+        **_settings(flags, data["shape"], data["num_classes"]),
+        "data_transform": transform,
+        "data": {k: v for k, v in data.items() if k not in ("scale_factor", "normalization")},
+    }
+
+
+def read_for_resume(path: str | Path, args, data, model) -> dict:
+    """The checkpoint at ``path`` (any version), once it is known to continue this run: the same model name, the
+    same data normalisation, a learned uncertainty iff ``--learned-uncertainty``, and weights that fit ``model``.
+    Each mismatch is one ValueError line, raised before anything is loaded."""
+    ckpt = read(load_checkpoint(path), path)
+    if not {"opt", "scaler", "step"} <= ckpt.keys():
+        raise ValueError(f"--resume {path} holds no optimizer state to resume from (it holds {sorted(ckpt)[:8]})")
+    saved = ckpt["arch"]["name"]
+    if saved != args.model:
+        raise ValueError(f"--resume {path} is a checkpoint of {saved}, but --model is {args.model}")
+    saved_norm, norm = _normalization(ckpt["data_transform"]), _normalization(transform_record(data.transform))
+    if saved_norm != norm:
+        raise ValueError(
+            f"--resume {path} was trained with data normalisation {saved_norm}, but this run has "
+            f"{norm} (--data-norm {args.data_norm})"
+        )
+    if ("uncertainty" in ckpt) != args.learned_uncertainty:
+        raise ValueError(
+            f"--resume {path} was trained {'with' if 'uncertainty' in ckpt else 'without'} "
+            "--learned-uncertainty; resume it the same way"
+        )
+    check_weights(model, ckpt["model"], args.model)
+    return ckpt
+
+
+def _normalization(transform: dict) -> dict | None:
+    """The per-channel statistics of a transform record, None for a plain scale (what --data-norm decides)."""
+    return None if transform["name"] == "scale" else {"mean": transform["mean"], "std": transform["std"]}
+
+
+def restore(ckpt: dict, model, ema, opt, scaler, logvar=None) -> int:
+    """Resume from ``ckpt`` (see :func:`read_for_resume`): load the model, EMA, optimizer, scaler and learned
+    uncertainty in place, and return the step to continue from."""
+    name = ckpt["arch"]["name"]
+    load_weights(model, ckpt["model"], name)
+    load_weights(ema, ckpt["ema"], name)
+    opt.load_state_dict(ckpt["opt"])
+    scaler.load_state_dict(ckpt["scaler"])
+    if logvar is not None:
+        logvar.load_state_dict(ckpt["uncertainty"])
+    return ckpt["step"]
 
 
 def save_atomic(obj: dict, path: str | Path) -> None:
