@@ -22,9 +22,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data import ResumableSampler, open_training_data
-from diffusion import create_diffusion
 from diffusion.bands import BAND_NAMES, band_of_snr
-from diffusion.uncertainty import LogVariance, uncertainty_loss
+from diffusion.loss import Loss
 from models import check_model_name, create_model, load_weights
 from training import dist, precision
 from training.atomic import WriteError, remove_stale_temporaries, write_text_atomic
@@ -45,20 +44,8 @@ def step_seed(seed: int, step: int, rank: int = -1) -> int:
 
 def setup(args, ctx: dist.Context) -> dict:
     """Validate everything and build the run's parts; any bad input raises ValueError before work starts."""
-    diffusion = create_diffusion(
-        noise_schedule=args.noise_schedule,
-        prediction=args.prediction,
-        weighting=args.weighting,
-        snr_gamma=args.snr_gamma,
-        learn_sigma=args.learn_sigma,
-        diffusion_steps=args.diffusion_steps,
-        timestep_sampling=args.timestep_sampling,
-        logit_normal=tuple(args.logit_normal),
-        laplace=tuple(args.laplace),
-        timestep_objective=args.timestep_objective,
-        sigma_data=args.sigma_data,
-        sigmoid_bias=args.sigmoid_bias,
-    )
+    loss = Loss.from_args(args, ctx.device)  # LossConfig.from_args(args) over the flags' diffusion
+    diffusion = loss.diffusion  # diffusion.loss is this loss
     check_model_name(args.model)
     data = open_training_data(args.data_path, args.vae, args.image_size, ctx.device, args.data_norm)
     channels, height, width = data.shape
@@ -75,7 +62,7 @@ def setup(args, ctx: dist.Context) -> dict:
         qk_norm=args.qk_norm,
         grad_checkpoint=args.grad_checkpoint,
     ).to(ctx.device)
-    logvar = LogVariance(seed=args.seed).to(ctx.device) if args.learned_uncertainty else None
+    logvar = loss.logvar  # EDM2's u(λ) with --learned-uncertainty, else None
     run_dir = Path(args.results_dir or f"results/{args.model.replace('/', '-')}-{args.prediction}-{args.weighting}")
     resume = None
     if args.resume == "auto":
@@ -142,7 +129,6 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
     gen = torch.Generator(ctx.device)
     sums = torch.zeros(2, device=ctx.device, dtype=torch.float64)  # loss, grad norm, summed over steps
     band_of_t = torch.as_tensor(band_of_snr(diffusion.snr), device=ctx.device)  # [T] band index of each step
-    log_snr = torch.as_tensor(diffusion.snr, device=ctx.device).log().float()  # [T]
     band_sums = torch.zeros(3, len(BAND_NAMES), device=ctx.device, dtype=torch.float64)  # [x0-MSE sum, u sum, count]
     n_steps = 0
     tic, bar = time.time(), tqdm(total=args.max_steps, initial=step, disable=not ctx.is_main, desc="train")
@@ -159,11 +145,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
             group["lr"] = lr
 
         with precision.autocast(ctx.device, args.precision):
-            terms = diffusion.training_losses(net, x0, t, {"y": y}, noise)
-        if u_net is not None:
-            u = u_net(log_snr[t])
-            terms["u"] = u.detach()
-            terms["loss"] = uncertainty_loss(terms["weighted_mse"].float(), u) + terms.get("vb", 0)
+            terms = diffusion.loss(net, x0, t, {"y": y}, noise, u_net)  # with u(λ): w·MSE/e^u + u (+ vb)
         loss = terms["loss"].float().mean()
         scaler.scale(loss).backward()
         scaler.unscale_(opt)

@@ -2,6 +2,7 @@
 
 from .gaussian_diffusion import GaussianDiffusion, create_diffusion
 from .guidance import classifier_free_guidance, timestep_interval_sigmas
+from .loss import Loss, LossConfig
 from .samplers import SAMPLERS, get_sampler, sample_ddim, sample_ddpm, sample_dpmpp_2m, sample_heun
 from .schedules import SCHEDULES, betas_for_schedule, space_timesteps
 from .switch import switch_at_sigma
@@ -10,6 +11,8 @@ from .weighting import PREDICTIONS, WEIGHTINGS, loss_weight
 __all__ = [
     "GaussianDiffusion",
     "create_diffusion",
+    "Loss",
+    "LossConfig",
     "classifier_free_guidance",
     "timestep_interval_sigmas",
     "SAMPLERS",
