@@ -20,8 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from data import ResumableSampler, open_training_data
-from diffusion import create_diffusion
-from diffusion.uncertainty import LogVariance
+from diffusion.loss import Loss
 from models import check_model_name, create_model
 from training import dist, precision
 from training.atomic import WriteError, remove_stale_outputs, write_text_atomic
@@ -45,20 +44,8 @@ from training.step import BandLog, StepParts, draw_batch, learning_rate, make_op
 
 def setup(args, ctx: dist.Context) -> dict:
     """Validate everything and build the run's parts; any bad input raises ValueError before work starts."""
-    diffusion = create_diffusion(
-        noise_schedule=args.noise_schedule,
-        prediction=args.prediction,
-        weighting=args.weighting,
-        snr_gamma=args.snr_gamma,
-        learn_sigma=args.learn_sigma,
-        diffusion_steps=args.diffusion_steps,
-        timestep_sampling=args.timestep_sampling,
-        logit_normal=tuple(args.logit_normal),
-        laplace=tuple(args.laplace),
-        timestep_objective=args.timestep_objective,
-        sigma_data=args.sigma_data,
-        sigmoid_bias=args.sigmoid_bias,
-    )
+    loss = Loss.from_args(args, ctx.device)  # LossConfig.from_args(args) over the flags' diffusion
+    diffusion = loss.diffusion  # diffusion.loss is this loss
     check_model_name(args.model)
     data = open_training_data(args.data_path, args.vae, args.image_size, ctx.device, args.data_norm)
     channels, height, width = data.shape
@@ -67,7 +54,7 @@ def setup(args, ctx: dist.Context) -> dict:
     torch.manual_seed(args.seed)  # the same initial weights on every rank
     arch = model_arch(vars(args), data.shape, data.num_classes)  # what checkpoints record of the model
     model = create_model(arch["name"], **arch["kwargs"], grad_checkpoint=args.grad_checkpoint).to(ctx.device)
-    logvar = LogVariance(seed=args.seed).to(ctx.device) if args.learned_uncertainty else None
+    logvar = loss.logvar  # EDM2's u(λ) with --learned-uncertainty, else None
     run_dir = Path(args.results_dir) if args.results_dir else default_run_dir(args, parser_defaults())
     check_run_dir(run_dir, args)
     resume = None
@@ -93,9 +80,7 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
     net = DistributedDataParallel(model) if ctx.distributed else model
     net = torch.compile(net) if args.compile else net
     u_net = DistributedDataParallel(logvar) if ctx.distributed and logvar is not None else logvar
-    parts = StepParts(net, model, u_net, opt, scaler, diffusion,
-                      torch.as_tensor(diffusion.snr, device=ctx.device).log().float(),  # [T] u's input
-                      args.precision, args.grad_accum, args.grad_clip)  # fmt: skip
+    parts = StepParts(net, model, u_net, opt, scaler, diffusion, args.precision, args.grad_accum, args.grad_clip)
 
     batch = args.global_batch_size // ctx.world_size
     rows = slice(ctx.rank * batch, (ctx.rank + 1) * batch)  # this rank's part of the global batch

@@ -102,8 +102,7 @@ def main() -> None:
     x0 = torch.randn(args.batch, args.channels, args.input_size, args.input_size, device=device, generator=gen)
     y = torch.randint(0, 1000, (args.batch,), device=device, generator=gen)
     scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
-    log_snr = torch.as_tensor(diffusion.snr, device=device).log().float()
-    parts = StepParts(net, model, None, opt, scaler, diffusion, log_snr, args.precision, grad_clip=1.0)
+    parts = StepParts(net, model, None, opt, scaler, diffusion, args.precision, grad_clip=1.0)
 
     def step() -> None:
         t = diffusion.sample_timesteps(args.batch, device, gen)

@@ -10,53 +10,85 @@ Two readings of the loss follow (``objective``):
 """
 
 import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.special import logit
-from scipy.stats import laplace, norm
+from scipy.stats import laplace as laplace_distribution
+from scipy.stats import norm
 
-DENSITIES = ("uniform", "logit_normal", "laplace")
-OBJECTIVES = ("resampled", "uniform")
+from .params import Param, check_name, declared, resolve
 
 
-def timestep_probabilities(
-    name: str,
-    snr: np.ndarray,
-    logit_normal: tuple[float, float] = (0.0, 1.0),
-    laplace_params: tuple[float, float] = (0.0, 0.5),
-) -> np.ndarray:
-    """p_t over the T steps (float64, sums to 1) for the density ``name``; ``snr`` is SNR_t, decreasing in t.
+@dataclass(frozen=True)
+class Density:
+    """``p(snr, **params)``: p_t over the T steps (float64, sums to 1) given SNR_t, decreasing in t; and the
+    parameters it takes."""
 
-    uniform       1/T.
-    logit_normal  t/T = sigmoid(n), n ~ N(m, s) (Esser et al. 2024, "Scaling Rectified Flow Transformers",
-                  SD3; m = 0, s = 1): p_t = P(t ≤ T·sigmoid(n) < t + 1).
-    laplace       λ = log SNR ~ Laplace(μ, b) (Hang et al. 2024, "Improved Noise Schedule for Diffusion
-                  Training", arXiv 2407.03297; μ = 0, b = 0.5): p_t is the Laplace mass of step t's λ
-                  interval, bounded by the midpoints between neighbouring steps' λ (±∞ at the ends).
-    """
-    if name not in DENSITIES:
-        raise ValueError(f"unknown timestep sampling {name!r}; valid: {', '.join(DENSITIES)}")
+    p: Callable[..., np.ndarray]
+    params: Mapping[str, Param] = field(default_factory=dict)
+
+
+def uniform_density(snr: np.ndarray) -> np.ndarray:
+    """1/T."""
+    return np.full(len(snr), 1.0 / len(snr))
+
+
+def logit_normal_density(snr: np.ndarray, logit_normal: tuple[float, float]) -> np.ndarray:
+    """t/T = sigmoid(n), n ~ N(m, s) (Esser et al. 2024, "Scaling Rectified Flow Transformers", SD3; m = 0, s = 1):
+    p_t = P(t ≤ T·sigmoid(n) < t + 1)."""
+    m, s = logit_normal
+    if not s > 0:
+        raise ValueError(f"the logit-normal scale s must be > 0, got {s}")
     T = len(snr)
-    if name == "uniform":
-        return np.full(T, 1.0 / T)
-    if name == "logit_normal":
-        m, s = logit_normal
-        if not s > 0:
-            raise ValueError(f"the logit-normal scale s must be > 0, got {s}")
-        edges = logit(np.arange(T + 1) / T)  # −∞ … +∞
-        return np.diff(norm.cdf(edges, loc=m, scale=s))
-    mu, b = laplace_params
+    edges = logit(np.arange(T + 1) / T)  # −∞ … +∞
+    return np.diff(norm.cdf(edges, loc=m, scale=s))
+
+
+def laplace_density(snr: np.ndarray, laplace: tuple[float, float]) -> np.ndarray:
+    """λ = log SNR ~ Laplace(μ, b) (Hang et al. 2024, "Improved Noise Schedule for Diffusion Training", arXiv
+    2407.03297; μ = 0, b = 0.5): p_t is the Laplace mass of step t's λ interval, bounded by the midpoints between
+    neighbouring steps' λ (±∞ at the ends)."""
+    mu, b = laplace
     if not b > 0:
         raise ValueError(f"the Laplace scale must be > 0, got {b}")
     lam = np.log(snr)
     edges = np.concatenate([[math.inf], (lam[:-1] + lam[1:]) / 2, [-math.inf]])  # decreasing in t
-    return laplace.cdf(edges[:-1], loc=mu, scale=b) - laplace.cdf(edges[1:], loc=mu, scale=b)
+    cdf = laplace_distribution.cdf
+    return cdf(edges[:-1], loc=mu, scale=b) - cdf(edges[1:], loc=mu, scale=b)
+
+
+# One row per density. A parameter is declared in its row and becomes create_diffusion's keyword and train.py's
+# flag of the same name (--logit-normal M S).
+DENSITY_TABLE = {
+    "uniform": Density(uniform_density),
+    "logit_normal": Density(
+        logit_normal_density, {"logit_normal": Param((0.0, 1.0), "t/T = sigmoid(N(M, S))", metavar=("M", "S"))}
+    ),
+    "laplace": Density(
+        laplace_density, {"laplace": Param((0.0, 0.5), "log SNR ~ Laplace(MU, B)", metavar=("MU", "B"))}
+    ),
+}
+DENSITIES = tuple(DENSITY_TABLE)
+DENSITY_PARAMS = declared(DENSITY_TABLE)  # every density parameter: name -> Param
+OBJECTIVES = ("resampled", "uniform")
+
+
+def density_params(name: str, given: Mapping, strict: bool = False) -> dict:
+    """The parameters of density ``name``: ``given`` over the table's defaults (diffusion/params.py)."""
+    return resolve("timestep sampling", DENSITY_TABLE, name, given, strict)
+
+
+def timestep_probabilities(name: str, snr: np.ndarray, **params) -> np.ndarray:
+    """p_t over the T steps (float64, sums to 1) for the density ``name`` (a row of ``DENSITY_TABLE``); ``snr``
+    is SNR_t, decreasing in t; ``params`` are the density's parameters by name, defaults from the table."""
+    return DENSITY_TABLE[name].p(snr, **density_params(name, params))
 
 
 def objective_factor(p: np.ndarray, objective: str) -> np.ndarray:
     """What multiplies the loss weight of each step: 1 (``resampled``), or 1/(T·p_t) (``uniform``)."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"unknown timestep objective {objective!r}; valid: {', '.join(OBJECTIVES)}")
+    check_name("timestep objective", objective, OBJECTIVES)
     if objective == "resampled":
         return np.ones_like(p)
     if np.any(p <= 0):

@@ -6,25 +6,59 @@ that multiplies the MSE of the model's own target is w_x0/SNR for ε, w_x0/(SNR 
 """
 
 import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from .params import Param, check_name, declared, resolve
+
 PREDICTIONS = ("eps", "x0", "v")
-WEIGHTINGS = ("const", "snr", "max_snr", "min_snr", "soft_min_snr", "p2", "edm", "debiased", "sigmoid")
+
+
+@dataclass(frozen=True)
+class Weighting:
+    """``w_x0(snr, **params)``: the weight on the x0-MSE at each float64 SNR, and the parameters it takes."""
+
+    w_x0: Callable[..., np.ndarray]
+    params: Mapping[str, Param] = field(default_factory=dict)
+
+
+GAMMA = Param(5.0, "γ of min_snr / max_snr / soft_min_snr", lambda v: v > 0, "> 0")
+SIGMA_DATA = Param(0.5, "σ_d of the edm weighting (EDM's 0.5; 1 with --data-norm channel)", lambda v: v > 0, "> 0")
+SIGMOID_BIAS = Param(-3.0, "b in sigmoid(b − log SNR) on the ε-MSE (SiD2: −3)", np.isfinite, "a finite number")
+
+# One row per weighting; its formula and source are in loss_weight's docstring. A parameter is declared in its row
+# (here by name, as γ is shared) and becomes create_diffusion's keyword and train.py's flag of the same name.
+WEIGHTING_TABLE = {
+    "const": Weighting(lambda snr: np.ones_like(snr)),
+    "snr": Weighting(lambda snr: snr),
+    "max_snr": Weighting(lambda snr, snr_gamma: np.maximum(snr, snr_gamma), {"snr_gamma": GAMMA}),
+    "min_snr": Weighting(lambda snr, snr_gamma: np.minimum(snr, snr_gamma), {"snr_gamma": GAMMA}),
+    "soft_min_snr": Weighting(lambda snr, snr_gamma: snr * snr_gamma / (snr + snr_gamma), {"snr_gamma": GAMMA}),
+    "p2": Weighting(lambda snr: snr / (1 + snr)),
+    "edm": Weighting(lambda snr, sigma_data: snr + 1 / sigma_data**2, {"sigma_data": SIGMA_DATA}),
+    "debiased": Weighting(lambda snr: np.sqrt(snr)),
+    "sigmoid": Weighting(
+        lambda snr, sigmoid_bias: 1 / (1 / snr + np.exp(-sigmoid_bias)), {"sigmoid_bias": SIGMOID_BIAS}
+    ),
+}
+WEIGHTINGS = tuple(WEIGHTING_TABLE)
+WEIGHTING_PARAMS = declared(WEIGHTING_TABLE)  # every weighting parameter: name -> Param
 
 # Combinations that Hang et al. report as diverging (Fig. 5): ε-prediction with const or max_snr.
 DIVERGING = {("eps", "const"), ("eps", "max_snr")}
 
 
-def loss_weight(
-    weighting: str,
-    snr: np.ndarray,
-    prediction: str,
-    gamma: float = 5.0,
-    sigma_data: float = 0.5,
-    sigmoid_bias: float = -3.0,
-) -> np.ndarray:
-    """Weight on the MSE of ``prediction``'s target at signal-to-noise ratio ``snr`` = ᾱ/(1 − ᾱ).
+def weighting_params(weighting: str, given: Mapping, strict: bool = False) -> dict:
+    """The parameters of ``weighting``: ``given`` over the table's defaults, each checked (diffusion/params.py)."""
+    return resolve("weighting", WEIGHTING_TABLE, weighting, given, strict)
+
+
+def loss_weight(weighting: str, snr: np.ndarray, prediction: str, **params) -> np.ndarray:
+    """Weight on the MSE of ``prediction``'s target at signal-to-noise ratio ``snr`` = ᾱ/(1 − ᾱ). ``params`` are
+    the weighting's parameters by name (``snr_gamma``, ``sigma_data``, ``sigmoid_bias``); missing ones take the
+    table's defaults.
 
     w_x0 by name:
       const          1
@@ -47,28 +81,10 @@ def loss_weight(
                                           λ; with uniform t this table's weight is per draw, as for Min-SNR)
     then divided by SNR for ``eps``, by SNR + 1 for ``v``, unchanged for ``x0``.
     """
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"unknown prediction {prediction!r}; valid: {', '.join(PREDICTIONS)}")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
-    if not gamma > 0:
-        raise ValueError(f"snr_gamma must be > 0, got {gamma}")
-    if not sigma_data > 0:
-        raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
-    if not np.isfinite(sigmoid_bias):
-        raise ValueError(f"sigmoid_bias must be a finite number, got {sigmoid_bias}")
+    check_name("prediction", prediction, PREDICTIONS)
+    values = weighting_params(weighting, params)
     snr = np.asarray(snr, dtype=np.float64)
-    w_x0 = {
-        "const": lambda: np.ones_like(snr),
-        "snr": lambda: snr,
-        "max_snr": lambda: np.maximum(snr, gamma),
-        "min_snr": lambda: np.minimum(snr, gamma),
-        "soft_min_snr": lambda: snr * gamma / (snr + gamma),
-        "p2": lambda: snr / (1 + snr),
-        "edm": lambda: snr + 1 / sigma_data**2,
-        "debiased": lambda: np.sqrt(snr),
-        "sigmoid": lambda: 1 / (1 / snr + np.exp(-sigmoid_bias)),
-    }[weighting]()
+    w_x0 = WEIGHTING_TABLE[weighting].w_x0(snr, **values)
     if prediction == "eps":
         return w_x0 / snr
     if prediction == "v":

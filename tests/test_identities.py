@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from diffusion import create_diffusion
-from diffusion.gaussian_diffusion import discretized_gaussian_log_likelihood, normal_kl
+from diffusion.loss import discretized_gaussian_log_likelihood, normal_kl
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "scaled_linear"])

@@ -29,7 +29,7 @@ def effort(weighting: str, density: str) -> tuple[np.ndarray, np.ndarray]:
     """(λ_t, normalised w_x0(λ_t)·p(λ_t)) over the steps, λ decreasing in t."""
     d = create_diffusion(noise_schedule="cosine", prediction="x0", weighting=weighting, timestep_sampling=density)
     lam = np.log(d.snr)
-    p_lam = d.timestep_probs / np.abs(np.gradient(lam))  # density per unit λ
+    p_lam = d.loss.timestep_probs / np.abs(np.gradient(lam))  # density per unit λ
     e = loss_weight(weighting, d.snr, "x0") * p_lam
     return lam, e / np.trapezoid(e[::-1], lam[::-1])
 

@@ -7,8 +7,9 @@ import sys
 import tomllib
 from pathlib import Path
 
-from diffusion.timesteps import DENSITIES, OBJECTIVES
-from diffusion.weighting import WEIGHTINGS
+from diffusion.params import Param
+from diffusion.timesteps import DENSITIES, DENSITY_PARAMS, OBJECTIVES
+from diffusion.weighting import WEIGHTING_PARAMS, WEIGHTINGS
 from training.launch import accelerate_overrides
 from training.precision import DTYPES
 
@@ -34,14 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     a("--prediction", default="x0", help="what the network predicts: eps | x0 | v")
     a("--weighting", default="min_snr",
       help="loss weighting (diffusion/weighting.py): " + " | ".join(WEIGHTINGS))  # fmt: skip
-    a("--snr-gamma", type=float, default=5.0, help="γ of min_snr / max_snr / soft_min_snr")
-    a("--sigma-data", type=float, default=0.5, help="σ_d of the edm weighting (EDM's 0.5; 1 with --data-norm channel)")
-    a("--sigmoid-bias", type=float, default=-3.0, help="b in sigmoid(b − log SNR) on the ε-MSE (SiD2: −3)")
+    add_params(p, WEIGHTING_PARAMS)  # --snr-gamma, --sigma-data, --sigmoid-bias, ...
     a("--timestep-sampling", default="uniform", choices=DENSITIES,
       help="the training density of t (diffusion/timesteps.py): uniform (the paper's), logit_normal (SD3), "
       "laplace (Hang et al. 2024)")  # fmt: skip
-    a("--logit-normal", type=float, nargs=2, default=(0.0, 1.0), metavar=("M", "S"), help="t/T = sigmoid(N(M, S))")
-    a("--laplace", type=float, nargs=2, default=(0.0, 0.5), metavar=("MU", "B"), help="log SNR ~ Laplace(MU, B)")
+    add_params(p, DENSITY_PARAMS)  # --logit-normal M S, --laplace MU B, ...
     a(
         "--learned-uncertainty",
         action="store_true",
@@ -86,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
 def parser_defaults() -> dict:
     """Every flag's built-in default (no config file applied)."""
     return vars(build_parser().parse_args([]))
+
+
+def add_params(parser: argparse.ArgumentParser, params: dict[str, Param]) -> None:
+    """One flag per parameter of a loss table (diffusion/params.py), named after it: snr_gamma is --snr-gamma."""
+    for name, param in params.items():
+        nargs = len(param.default) if isinstance(param.default, tuple) else None
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(
+            flag, type=float, nargs=nargs, default=param.default, metavar=param.metavar, help=param.help
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

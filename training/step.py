@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 
 from diffusion.bands import BAND_NAMES, band_of_snr
-from diffusion.uncertainty import uncertainty_loss
 from training import dist, precision
 
 
@@ -46,13 +45,12 @@ class Batch:
     y: torch.Tensor  # [b] long
     drop: torch.Tensor | None  # [b] bool: labels training replaces by the null class (None: no label dropout)
 
-    def micro(self, k: int, parts: int) -> dict:
-        """The k-th of ``parts`` equal micro-batches, as training_losses' arguments."""
+    def micro(self, k: int, parts: int) -> tuple:
+        """The k-th of ``parts`` equal micro-batches as the loss's (x_start, t, model_kwargs, noise)."""
         n = self.t.shape[0] // parts
         rows = slice(k * n, (k + 1) * n)
         drop = None if self.drop is None else self.drop[rows]
-        return {"x_start": self.x0[rows], "t": self.t[rows], "noise": self.noise[rows],
-                "model_kwargs": {"y": self.y[rows], "drop": drop}}  # fmt: skip
+        return self.x0[rows], self.t[rows], {"y": self.y[rows], "drop": drop}, self.noise[rows]
 
 
 def draw_batch(x, y, step: int, args, data, diffusion, rows: slice, device: torch.device) -> Batch:
@@ -72,7 +70,7 @@ def draw_batch(x, y, step: int, args, data, diffusion, rows: slice, device: torc
 @dataclass
 class StepParts:
     """What one optimizer step needs: ``net`` is ``model`` as called (DDP- and compile-wrapped), ``u_net`` the
-    learned-uncertainty module (or None), ``log_snr`` [T] its input per timestep."""
+    learned-uncertainty module as called (or None), ``diffusion.loss`` the loss (diffusion/loss.py)."""
 
     net: torch.nn.Module
     model: torch.nn.Module
@@ -80,7 +78,6 @@ class StepParts:
     opt: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     diffusion: object
-    log_snr: torch.Tensor
     precision: str = "fp32"
     grad_accum: int = 1
     grad_clip: float = 0.0
@@ -93,7 +90,7 @@ def train_step(p: StepParts, batch: Batch, lr: float) -> tuple[torch.Tensor, tor
     Raises FloatingPointError (before the update) when any rank's loss or gradient norm is not finite."""
     for group in p.opt.param_groups:
         group["lr"] = lr
-    device = p.log_snr.device
+    device = next(p.model.parameters()).device
     k_total, losses, terms_all = p.grad_accum, [], []
     for k in range(k_total):
         micro = batch.micro(k, k_total)
@@ -103,11 +100,7 @@ def train_step(p: StepParts, batch: Batch, lr: float) -> tuple[torch.Tensor, tor
                     if hasattr(module, "no_sync"):
                         stack.enter_context(module.no_sync())
             with precision.autocast(device, p.precision):
-                terms = p.diffusion.training_losses(p.net, **micro)
-            if p.u_net is not None:
-                u = p.u_net(p.log_snr[micro["t"]])
-                terms["u"] = u.detach()
-                terms["loss"] = uncertainty_loss(terms["weighted_mse"].float(), u) + terms.get("vb", 0)
+                terms = p.diffusion.loss(p.net, *micro, p.u_net)
             loss = terms["loss"].float().mean()
             p.scaler.scale(loss if k_total == 1 else loss / k_total).backward()
         losses.append(loss.detach())
