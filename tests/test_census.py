@@ -86,6 +86,27 @@ def test_train_batch_that_does_not_divide_by_the_world_size(tmp_path):
     refused(cmd, tmp_path, "--global-batch-size 4 does not divide by 3 processes", {**ENV, "WORLD_SIZE": "3"})
 
 
+RUN_OPTIONS = {
+    "--grad-accum that does not divide the batch": (["--grad-accum", "3"], "--grad-accum 3 does not divide"),
+    "--keep-every < 1": (["--keep-every", "0"], "--keep-every must be >= 1, got 0"),
+    "a conflicting accelerate setting": (["--precision", "fp32"], "accelerate asks for precision bf16"),
+}
+
+
+@pytest.mark.parametrize("case", RUN_OPTIONS)
+def test_train_bad_run_options(tmp_path, case):
+    extra, message = RUN_OPTIONS[case]
+    env = {**ENV, "ACCELERATE_MIXED_PRECISION": "bf16"} if "accelerate" in case else ENV
+    refused([str(ROOT / "train.py"), *TRAIN, *extra, "--results-dir", "run"], tmp_path, message, env)
+
+
+@pytest.mark.parametrize("second", [[], ["--seed", "1", "--resume", "auto"]], ids=["fresh", "another seed"])
+def test_train_into_a_directory_that_holds_another_run(tmp_path, second):
+    cmd = [str(ROOT / "train.py"), *TRAIN, "--results-dir", "run"]
+    subprocess.run([sys.executable, *cmd], check=True, capture_output=True, env=ENV, cwd=tmp_path, timeout=300)
+    refused([*cmd, *second], tmp_path, "run already holds a run" if not second else "holds a run with seed = 0")
+
+
 @pytest.mark.parametrize("name", [*CHECKPOINTS, "foreign.pt"])
 def test_sample_from_a_bad_checkpoint(tmp_path, name):
     write_bad_checkpoints(tmp_path / "bad")

@@ -49,3 +49,10 @@ def test_imagenet_configs_hold_the_official_values(name):
 
 def test_every_imagenet_config_is_checked():
     assert {p.name for p in CONFIGS.glob("*.toml") if not p.name.startswith("fashion_")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("vit-b2_*.toml")))
+def test_fig5_configs_keep_the_milestones_of_their_curve(name):
+    """Fig. 5 reads FID every 25K steps to 1M: the ViT-B/2 runs keep those checkpoints through pruning."""
+    args = parse_args(["--config", str(CONFIGS / name)])
+    assert args.keep_every == 25_000 and args.keep_every % args.ckpt_every == 0 and args.max_steps == 1_000_000
