@@ -39,16 +39,21 @@ test: setup lint
 demo: setup
 	PYTHONPATH=. $(BIN)/python tools/demo.py
 
-# The CPU convergence study (about 2 hours on 2 cores; re-running skips finished work): results/small/.
-reproduce-small: setup
-	PYTHONPATH=. $(BIN)/python tools/reproduce_small.py
+# The two studies train into a fresh directory (results/reproduce-*) and end by printing their FD-fashion beside
+# the committed numbers; OUT_DIR=results/small (or results/weightings) resumes into the committed study instead.
+# Both resume where they stopped. Times are those of the committed runs on this project's 2-core machine.
+STUDY_OUT = $(if $(OUT_DIR),--out $(OUT_DIR))
 
-# The weighting and timestep-density zoo (about 3 hours on 2 cores; resumable): results/weightings/.
+# The CPU convergence study: about 2 hours on 2 cores.
+reproduce-small: setup
+	PYTHONPATH=. $(BIN)/python tools/reproduce_small.py $(STUDY_OUT)
+
+# The weighting and timestep-density zoo: about 3 hours on 2 cores, one worker per core.
 reproduce-weightings: setup
 	export PYTHONPATH=. OMP_NUM_THREADS=1; \
-	$(BIN)/python tools/weightings_study.py --worker 0 & w0=$$!; \
-	$(BIN)/python tools/weightings_study.py --worker 1; r1=$$?; \
-	wait $$w0 && [ $$r1 = 0 ] && $(BIN)/python tools/weightings_study.py --report
+	$(BIN)/python tools/weightings_study.py --worker 0 $(STUDY_OUT) & w0=$$!; \
+	$(BIN)/python tools/weightings_study.py --worker 1 $(STUDY_OUT); r1=$$?; \
+	wait $$w0 && [ $$r1 = 0 ] && $(BIN)/python tools/weightings_study.py --report $(STUDY_OUT)
 
 # The CPU benchmarks of bench/RESULTS.md (about 30 minutes; CKPT=… adds FD-fashion against NFE).
 bench: setup

@@ -149,3 +149,13 @@ def test_evaluates_every_checkpoint_once_and_plots(tmp_path):
         assert len(list(csv.DictReader(f))) == 4
     twice = subprocess.run([*cmd[:2], runs[0], f"{runs[0]}/"], capture_output=True, text=True, env=ENV)
     assert twice.returncode == 2 and "given twice" in twice.stderr
+
+
+def test_a_reproduction_is_printed_beside_the_committed_numbers(tmp_path):
+    from tools.convergence import append_row, compare_with_committed
+
+    for path, value in ((tmp_path / "new.csv", "11.5"), (tmp_path / "old.csv", "11.1384")):
+        append_row(path, {"run": "x0-const-s0", "step": 2000, "metric": "fd_fashion", "value": value})
+    append_row(tmp_path / "old.csv", {"run": "x0-const-s0", "step": 2500, "metric": "fd_fashion", "value": "9"})
+    table = compare_with_committed(tmp_path / "new.csv", tmp_path / "old.csv", "fd_fashion").splitlines()
+    assert table[2:] == ["| x0-const-s0 | 2000 | 11.5 | 11.14 |"]  # only what both hold

@@ -155,6 +155,15 @@ def run_keys(sources: list[str]) -> dict[str, Path]:
     return runs
 
 
+def compare_with_committed(new: Path, committed: Path, metric: str) -> str:
+    """A table of every (run, step) of ``metric`` in both curves.csv files: the new value beside the committed one.
+    A reproduction on another machine matches within the seed spread, not digit for digit (BLAS kernels differ)."""
+    old = {(r["run"], r["step"]): r["value"] for r in read_curves(committed) if r["metric"] == metric}
+    rows = [r for r in read_curves(new) if r["metric"] == metric and (r["run"], r["step"]) in old]
+    lines = [[r["run"], str(r["step"]), f"{r['value']:.4g}", f"{old[r['run'], r['step']]:.4g}"] for r in rows]
+    return markdown(["run", "step", f"{metric}, new", f"committed ({committed})"], lines)
+
+
 def main() -> None:
     p = OneLineParser(prog="convergence.py", description=__doc__, formatter_class=curves.Formatter)
     p.add_argument(

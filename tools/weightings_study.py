@@ -24,6 +24,10 @@ The protocol, fixed before anything ran:
   const's; speed-up = the reference arm's steps to its own best over the arm's steps. Goal: an arm that reaches
   Min-SNR-5's best at least 1.2× sooner.
 
+By default everything goes to a fresh directory (results/reproduce-weightings), and ``--report`` ends by printing
+the new scores beside the committed ones in results/weightings/curves.csv; ``--out results/weightings`` resumes
+into the committed study instead.
+
 Every score is appended as soon as it exists and skipped when a re-run finds it, so the study resumes anywhere
 (and on a new machine from the committed CSVs alone: a run whose scores are all in is not retrained); runs resume
 from their newest checkpoint. Two workers split the runs alternately.
@@ -44,6 +48,7 @@ from tools.convergence import (  # noqa: E402
     Scoring,
     append_row,
     arm_of,
+    compare_with_committed,
     fmt,
     markdown,
     read_curves,
@@ -54,7 +59,8 @@ from tools.convergence import (  # noqa: E402
 from tools.denoiser_error import heatmap, read_rows, score_run  # noqa: E402
 from training.checkpoint import checkpoint_path  # noqa: E402
 
-OUT = ROOT / "results" / "weightings"
+COMMITTED = ROOT / "results" / "weightings"
+OUT = ROOT / "results" / "reproduce-weightings"  # --out
 CONFIG = ROOT / "configs" / "fashion_dit-t4_x0_const.toml"
 MIN_SNR = ["--weighting", "min_snr", "--snr-gamma", "5"]
 ARMS = {
@@ -227,13 +233,23 @@ def report() -> None:
                      + markdown(["run", "step", "metric", "value", "sample seed 0"], lines))  # fmt: skip
     (OUT / "tables.md").write_text("\n\n".join(parts) + "\n")
     print((OUT / "tables.md").read_text())
+    if OUT.resolve() != COMMITTED.resolve():
+        print(compare_with_committed(OUT / "curves.csv", COMMITTED / "curves.csv", "fd_fashion"))
 
 
 def main() -> None:
+    global OUT
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--worker", type=int, choices=(0, 1), help="which half of the runs to train and score")
-    p.add_argument("--report", action="store_true", help="draw the plots and tables from the committed CSVs")
+    p.add_argument("--report", action="store_true", help="draw the plots and tables from the study's CSVs")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=OUT,
+        help="the study directory; results/weightings continues the committed one (default: %(default)s)",
+    )
     args = p.parse_args()
+    OUT = args.out
     if args.worker is not None:
         work(args.worker)
     if args.report:
