@@ -108,8 +108,8 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
             loss, grad_norm, terms = train_step(parts, inputs, lr)
         except FloatingPointError as err:
             bar.close()
-            raise FloatingPointError(f"{err} at step {step + 1}; the last checkpoint in {run_dir / 'checkpoints'} "
-                                     "is intact") from None  # fmt: skip
+            raise FloatingPointError(f"non-finite loss or grad norm at step {step + 1} ({err.args[0]}); the last "
+                                     f"checkpoint in {run_dir / 'checkpoints'} is intact") from None  # fmt: skip
         update_ema(ema, model, args.ema_decay)
         step += 1
         bar.update(1)

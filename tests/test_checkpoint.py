@@ -12,7 +12,7 @@ import torch
 from data import Scale, TrainingData
 from data.normalization import Normalization
 from data.transform import read_transform, transform_record
-from diffusion import create_diffusion, sample_heun
+from diffusion import create_diffusion, edm_timesteps, sample_heun
 from diffusion.uncertainty import LogVariance
 from models import create_model
 from sampling import load_for_sampling
@@ -157,11 +157,11 @@ def test_the_old_layout_gives_the_same_model_and_samples(run, tmp_path, name, sc
         assert old_spec == new_spec
         d = create_diffusion(noise_schedule=new_spec.noise_schedule, prediction=new_spec.prediction, learn_sigma=False)
         images += [
-            spec.to_data(sample_heun(net, x.clone(), d, 3, {"y": y}))
+            spec.to_data(sample_heun(net, x.clone(), edm_timesteps(d, 3), d, {"y": y}))
             for net, spec in ((old, old_spec), (new, new_spec))
         ]
     assert torch.equal(images[0], images[1]) and torch.equal(images[2], images[3])
-    x0 = sample_heun(new, x.clone(), d, 3, {"y": y})  # the raw weights, inverted by hand
+    x0 = sample_heun(new, x.clone(), edm_timesteps(d, 3), d, {"y": y})  # the raw weights, inverted by hand
     if name == "scale":
         by_hand = x0 / 0.5
     else:

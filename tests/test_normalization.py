@@ -170,5 +170,10 @@ def test_a_normalised_checkpoint_carries_its_statistics_and_sampling_needs_them(
 def test_resuming_with_another_normalisation_is_refused(tmp_path):
     run = ["--results-dir", str(tmp_path / "run")]
     assert train(run).returncode == 0
-    res = train([*run, "--data-norm", "channel", "--max-steps", "2", "--resume", "auto"])
+    ckpt = sorted((tmp_path / "run/checkpoints").iterdir())[-1]  # into another run directory, or the run's own
+    res = train(
+        ["--results-dir", str(tmp_path / "b"), "--data-norm", "channel", "--max-steps", "2", "--resume", str(ckpt)]
+    )
     assert res.returncode == 2 and "was trained with data normalisation None" in res.stderr
+    res = train([*run, "--data-norm", "channel", "--max-steps", "2", "--resume", "auto"])
+    assert res.returncode == 2 and "holds a run with data_norm = 'none', and this one has 'channel'" in res.stderr

@@ -21,7 +21,7 @@ def test_every_dependency_is_pinned_once_with_the_local_torch_wheels():
     p = pins()
     assert len(p) == len(lines)
     assert p["torch"] == "2.14.1" and p["torchvision"] == "0.29.1"
-    needed = "timm einops scipy torch-fidelity diffusers tqdm tensorboard matplotlib pytest ruff"
+    needed = "timm einops scipy torch-fidelity diffusers accelerate tqdm tensorboard matplotlib pytest ruff"
     assert set(needed.split()) <= set(p)
 
 

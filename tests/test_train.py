@@ -89,9 +89,13 @@ def test_learned_uncertainty_trains_logs_and_resumes_bitwise(latents, tmp_path):
     assert a["uncertainty"]["linear.bias"].abs().item() > 0
     row = logged(tmp_path / "a")[4]
     assert any(np.isfinite(float(row[f"u_{name}"])) for name in BAND_NAMES)
+    ckpt = sorted((tmp_path / "a/checkpoints").iterdir())[-1]  # into another run directory, or the run's own
+    out = run([*TINY, "--data-path", str(latents), "--max-steps", "6", "--results-dir", str(tmp_path / "fresh"),
+               "--resume", str(ckpt)], expect=2)  # fmt: skip
+    assert "was trained with --learned-uncertainty" in out.stderr
     out = run([*TINY, "--data-path", str(latents), "--max-steps", "6", "--results-dir", str(tmp_path / "a"),
                "--resume", "auto"], expect=2)  # fmt: skip
-    assert "was trained with --learned-uncertainty" in out.stderr
+    assert "holds a run with learned_uncertainty = True, and this one has False" in out.stderr
     model, _ = load_for_sampling(str(tmp_path / "a/checkpoints/0000004.pt"))  # the model alone, strictly loaded
     assert all(torch.equal(v, a["ema"][k]) for k, v in model.state_dict().items())
 

@@ -87,7 +87,7 @@ def train_step(p: StepParts, batch: Batch, lr: float) -> tuple[torch.Tensor, tor
     """One optimizer step on this rank's batch in ``p.grad_accum`` micro-batches (DDP syncs gradients on the last
     only). Returns the batch-mean loss, the gradient norm before clipping, and the per-sample terms of the whole
     batch (``x0_mse``, and ``u`` with learned uncertainty): the same quantities as without accumulation.
-    Raises FloatingPointError (before the update) when any rank's loss or gradient norm is not finite."""
+    Raises FloatingPointError([loss, grad norm]) before the update when either is not finite on any rank."""
     for group in p.opt.param_groups:
         group["lr"] = lr
     device = next(p.model.parameters()).device
@@ -110,7 +110,7 @@ def train_step(p: StepParts, batch: Batch, lr: float) -> tuple[torch.Tensor, tor
     grad_norm = torch.nn.utils.clip_grad_norm_(p.model.parameters(), p.grad_clip or math.inf)
     check = dist.all_reduce_mean(torch.stack([loss, grad_norm if p.precision != "fp16" else loss]))
     if not torch.isfinite(check).all():
-        raise FloatingPointError(f"non-finite loss or grad norm ({check.tolist()})")
+        raise FloatingPointError(check.tolist())  # train.py names the step
     p.scaler.step(p.opt)
     p.scaler.update()
     p.opt.zero_grad(set_to_none=True)
