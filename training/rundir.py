@@ -8,23 +8,11 @@ run with another seed, model, data or loss: those are other runs, and would mix 
 import json
 from pathlib import Path
 
-from training.checkpoint import list_checkpoints
+from training.checkpoint import DIFFUSION_FLAGS, LOSS_FLAGS, list_checkpoints
 
 # What makes two runs different runs: the model, the data, the seed and every loss option. Anything else, such as
 # --max-steps, --grad-accum or the launcher, may change when a run continues.
-LOSS_OPTIONS = (
-    "snr_gamma",
-    "sigma_data",
-    "sigmoid_bias",
-    "timestep_sampling",
-    "logit_normal",
-    "laplace",
-    "learned_uncertainty",
-    "timestep_objective",
-    "noise_schedule",
-    "diffusion_steps",
-    "learn_sigma",
-)
+LOSS_OPTIONS = tuple(k for k in (*LOSS_FLAGS, *DIFFUSION_FLAGS) if k not in ("weighting", "prediction"))
 DISTINCT = (
     "model",
     "data_path",
