@@ -3,7 +3,6 @@
 # machine). Each script appends one JSON line per result to bench/cpu-<name>.jsonl and prints a summary.
 #   CKPT=RUN/checkpoints/NNNNNNN.pt bash bench/cpu.sh   # also FD-fashion against NFE for that checkpoint (+3 h)
 set -euo pipefail
-export PYTHONPATH=$PWD
 py=${PYTHON:-.venv/bin/python}
 # The step with glibc's default malloc and with training/malloc.py's, each without and with transparent huge pages
 # for malloc (a glibc tunable, read at process start: `export GLIBC_TUNABLES=glibc.malloc.hugetlb=1`).
