@@ -54,6 +54,13 @@ def test_pyproject_installs_every_package_and_root_script():
     assert sorted(config["py-modules"]) == sorted(p.stem for p in ROOT.glob("*.py"))
 
 
+def test_no_script_shadows_a_package_it_would_import():
+    """`python bench/X.py` puts bench/ first on the import path, so a bench/data.py would hide the data package."""
+    top = {p.parent.name for p in ROOT.glob("*/__init__.py")} | {p.stem for p in ROOT.glob("*.py")}
+    shadows = [f for f in tracked() if f.count("/") == 1 and f.endswith(".py") and Path(f).stem in top]
+    assert not shadows, f"{shadows} would shadow a package or root module when a script beside them runs"
+
+
 def test_nothing_edits_the_import_path():
     edit = re.compile(r"sys\.path\.(insert|append)")
     hacks = [f for f in tracked() if f.endswith(".py") and edit.search((ROOT / f).read_text())]

@@ -1,6 +1,6 @@
 """Latent-loader throughput: shards on disk -> moments batch -> flip + posterior draw, against what a step consumes.
 
-    python bench/data.py --images 8192 --batch 32 --workers 2 --demand 3.3
+    python bench/data_loader.py --images 8192 --batch 32 --workers 2 --demand 3.3
 
 It writes --images random moments (float16 [2 flips, (mean, std), 4, 32, 32], ImageNet-256's latent shape) as
 shards in a temporary directory, reads them back through train.py's path (LatentShards, ResumableSampler,
