@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python studies/attribution_study.py --worker 0 &   # two workers, one per core
     OMP_NUM_THREADS=1 python studies/attribution_study.py --worker 1 &
-    python studies/attribution_study.py --report                          # plots and tables only
+    python studies/attribution_study.py --report                         # plots and tables only
 
 The protocol, fixed before anything ran:
 - **Model and data.** ViT-T/4 on Fashion-MNIST pixels, x0-prediction, cosine schedule, batch 32, EMA 0.995,

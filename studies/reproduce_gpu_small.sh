@@ -19,6 +19,7 @@ mkdir -p "$final"
 if [ -n "${2:-}" ]; then  # hand the IDX files to the torchvision fallback when the Debian package is absent
   raw=~/.cache/minsnr-dit/FashionMNIST/raw && mkdir -p $raw && cp "$2"/*.gz $raw && gunzip -kf $raw/*.gz
 fi
+# A lent card has no editable install (make setup), so the scripts import from here.
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # 12 processes share the CPU cores; the default (all cores each) thrashes
 MODEL=${MODEL:-ViT-S/4} BATCH=${BATCH:-128} CKPT_EVERY=${CKPT_EVERY:-500} NUM_SAMPLES=${NUM_SAMPLES:-2000}

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python studies/weightings_study.py --worker 0 &   # two workers, one per core
     OMP_NUM_THREADS=1 python studies/weightings_study.py --worker 1 &
-    python studies/weightings_study.py --report                          # plots and tables only
+    python studies/weightings_study.py --report                         # plots and tables only
 
 The protocol, fixed before anything ran:
 - **Model and recipe.** The demo's: DiT-T/4 on Fashion-MNIST pixels, x0-prediction, cosine schedule, batch 32,
