@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python studies/long_study.py --worker 0 &   # two workers, one per core
     OMP_NUM_THREADS=1 python studies/long_study.py --worker 1 &
+    python studies/long_study.py --report                         # plots and tables only
 
 The protocol, fixed before anything ran (results/long/README.md):
 - **Recipe.** The weightings study's, unchanged: DiT-T/4 on Fashion-MNIST pixels, x0-prediction, cosine schedule,
@@ -24,8 +25,8 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from studies.common import Study
-from tools.convergence import Scoring
+from studies.common import Study, finish_axes, fmt, markdown, plot_seed_means, seed_table
+from tools.convergence import Scoring, read_curves
 from tools.denoiser_error import read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +89,40 @@ class LongStudy(Study):
                 for suffix, scoring in FINALS.items():
                     self.fd(run, self.horizon, scoring, suffix)
 
+    def report(self) -> None:
+        """OUT/curves.png (seed means of FD- and sFD-fashion) and OUT/tables.md, from curves.csv alone."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = read_curves(self.curves)
+        metrics = {"fd_fashion": "FD-fashion", "sfd_fashion": "sFD-fashion"}
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+        parts = []
+        for ax, (metric, name) in zip(axes, metrics.items(), strict=True):
+            table = seed_table(rows, metric)
+            for arm, cells in table.items():
+                plot_seed_means(ax, cells, arm, markersize=3, dot_size=6)
+            ax.set_ylabel(f"{name} ({HEUN.num_samples} samples, Heun-{HEUN.steps})")
+            ax.set_title(f"DiT-T/4 on Fashion-MNIST: {name}, seed mean (dots: seeds)", fontsize=9)
+            finish_axes(ax, 7)
+            steps = sorted({s for cells in table.values() for s in cells})
+            lines = [[arm, *(fmt(cells[s]) if s in cells else "" for s in steps)] for arm, cells in table.items()]
+            parts.append(f"**{name}**, seed mean (per seed)\n\n" + markdown(["arm", *map(str, steps)], lines))
+        fig.tight_layout()
+        fig.savefig(self.out / "curves.png")
+        plt.close(fig)
+        finals = [r for r in rows if "@" in r["metric"]]
+        if finals:
+            lines = [[r["run"], str(r["step"]), r["metric"], f"{r['value']:.2f}"] for r in finals]
+            parts.append(
+                "**--finals** (other sample seeds and samplers)\n\n"
+                + markdown(["run", "step", "metric", "value"], lines)
+            )
+        (self.out / "tables.md").write_text("\n\n".join(parts) + "\n")
+        print((self.out / "tables.md").read_text())
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,10 +133,13 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=30_000, help="train and score to this step (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default: %(default)s)")
     p.add_argument("--finals", action="store_true", help="also the noise floor and other samplers at the horizon")
+    p.add_argument("--report", action="store_true", help="draw curves.png and write tables.md from curves.csv")
     args = p.parse_args()
     study = LongStudy(args.out, args.horizon)
     if args.worker is not None:
         study.work(plan(args.seeds)[args.worker], args.finals)
+    if args.report:
+        study.report()
 
 
 if __name__ == "__main__":
