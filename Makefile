@@ -11,10 +11,12 @@ export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
 
 setup: $(VENV)/.installed dataset
 
-# Reinstalls whenever requirements.txt (the one place with pins) changes.
-$(VENV)/.installed: requirements.txt
+# Reinstalls whenever requirements.txt (the one place with pins) or pyproject.toml changes. The repository itself
+# goes in editable: every script, tools/, studies/ and bench/ import the packages without a PYTHONPATH.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 # The embedded default data set: Fashion-MNIST from Debian's package (IDX .gz files, see `dpkg -L`).
@@ -37,7 +39,7 @@ test: setup lint
 
 # Train a tiny DiT (x0, const) on Fashion-MNIST, sample it, score label accuracy and FD-fashion (results/demo/).
 demo: setup
-	PYTHONPATH=. $(BIN)/python tools/demo.py
+	$(BIN)/python tools/demo.py
 
 # The two studies train into a fresh directory (results/reproduce-*) and end by printing their FD-fashion beside
 # the committed numbers; OUT_DIR=results/small (or results/weightings) resumes into the committed study instead.
@@ -46,18 +48,18 @@ STUDY_OUT = $(if $(OUT_DIR),--out $(OUT_DIR))
 
 # The CPU convergence study: about 2 hours on 2 cores.
 reproduce-small: setup
-	PYTHONPATH=. $(BIN)/python tools/reproduce_small.py $(STUDY_OUT)
+	$(BIN)/python studies/reproduce_small.py $(STUDY_OUT)
 
 # The weighting and timestep-density zoo: about 3 hours on 2 cores, one worker per core.
 reproduce-weightings: setup
-	export PYTHONPATH=. OMP_NUM_THREADS=1; \
-	$(BIN)/python tools/weightings_study.py --worker 0 $(STUDY_OUT) & w0=$$!; \
-	$(BIN)/python tools/weightings_study.py --worker 1 $(STUDY_OUT); r1=$$?; \
-	wait $$w0 && [ $$r1 = 0 ] && $(BIN)/python tools/weightings_study.py --report $(STUDY_OUT)
+	export OMP_NUM_THREADS=1; \
+	$(BIN)/python studies/weightings_study.py --worker 0 $(STUDY_OUT) & w0=$$!; \
+	$(BIN)/python studies/weightings_study.py --worker 1 $(STUDY_OUT); r1=$$?; \
+	wait $$w0 && [ $$r1 = 0 ] && $(BIN)/python studies/weightings_study.py --report $(STUDY_OUT)
 
 # The CPU benchmarks of bench/RESULTS.md (about 30 minutes; CKPT=… adds FD-fashion against NFE).
 bench: setup
 	bash bench/cpu.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -18,10 +18,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.train_step import append_jsonl, matmul_flops_per_s, time_calls  # noqa: E402
-from training import precision  # noqa: E402
+from bench.train_step import append_jsonl, matmul_flops_per_s, time_calls
+from training import precision
 
 
 class MatmulAttention(torch.autograd.Function):
@@ -98,11 +96,17 @@ def main() -> None:
                 yardstick = matmul_flops_per_s(1024, 1024, 1024, torch.float32, device, 5)
                 rate = (3 if backward else 1) * 2 * fwd_macs / seconds
                 row = {
-                    "kernel": name, "pass": "forward+backward" if backward else "forward", "repeat": repeat,
-                    "ms": round(1e3 * seconds, 2), "tflops": round(rate / 1e12, 4),
-                    "matmul_1024_tflops": round(yardstick / 1e12, 4), "ratio": round(rate / yardstick, 3),
-                    "shape": [b, h, n, d], "threads": torch.get_num_threads(), "torch": torch.__version__,
-                }  # fmt: skip
+                    "kernel": name,
+                    "pass": "forward+backward" if backward else "forward",
+                    "repeat": repeat,
+                    "ms": round(1e3 * seconds, 2),
+                    "tflops": round(rate / 1e12, 4),
+                    "matmul_1024_tflops": round(yardstick / 1e12, 4),
+                    "ratio": round(rate / yardstick, 3),
+                    "shape": [b, h, n, d],
+                    "threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                }
                 print(json.dumps(row))
                 append_jsonl(args.json, row)
 

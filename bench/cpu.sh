@@ -3,7 +3,6 @@
 # machine). Each script appends one JSON line per result to bench/cpu-<name>.jsonl and prints a summary.
 #   CKPT=RUN/checkpoints/NNNNNNN.pt bash bench/cpu.sh   # also FD-fashion against NFE for that checkpoint (+3 h)
 set -euo pipefail
-export PYTHONPATH=$PWD
 py=${PYTHON:-.venv/bin/python}
 # The step with glibc's default malloc and with training/malloc.py's, each without and with transparent huge pages
 # for malloc (a glibc tunable, read at process start: `export GLIBC_TUNABLES=glibc.malloc.hugetlb=1`).
@@ -15,7 +14,7 @@ $py bench/optimizer.py --json bench/cpu-optimizer.jsonl  # fused against foreach
 $py bench/attention.py --json bench/cpu-attention.jsonl  # SDPA against a matmul attention
 $py bench/sample.py --model DiT-S/2 --batch 8 --runs ddim:10,heun:10,dpm++:10 --json bench/cpu-sample.jsonl
 demand=$($py -c "import json; print(max(json.loads(l)['images_per_s'] for l in open('bench/cpu-train_step.jsonl')))")
-$py bench/data.py --batch 16 --workers 2 --demand "$demand"
+$py bench/data_loader.py --batch 16 --workers 2 --demand "$demand"
 $py bench/evaluate.py --batch 10 --batches 3 --json bench/cpu-evaluate.jsonl
 $py bench/evaluate.py --extractor fashion --image-size 32 --channels 1 --batch 500 --json bench/cpu-evaluate.jsonl
 # FD-fashion against NFE: 2000 samples per setting, about 3 CPU-hours (DDPM-250 is half of it); cached per setting.

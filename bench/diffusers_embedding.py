@@ -1,6 +1,6 @@
 """What diffusers' stock DiT timestep features do to a trained model: x0 error per t and FD-fashion of samples.
 
-    PYTHONPATH=. python bench/diffusers_embedding.py --ckpt RUN/checkpoints/0003000.pt
+    python bench/diffusers_embedding.py --ckpt RUN/checkpoints/0003000.pt
 
 Exports the checkpoint (a DiT trained on the embedded default) with tools/export_diffusers.py, loads it in
 diffusers twice, stock and with DiT's frequencies (models.diffusers_export.use_dit_frequencies), and compares
@@ -9,23 +9,21 @@ FD-fashion and label accuracy of --num-samples EDM Heun samples (the same seeds 
 """
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from diffusion import classifier_free_guidance, create_diffusion, edm_timesteps, sample_heun
+from evaluation import evaluate
+from evaluation.denoiser import held_out
+from evaluation.fashion import label_accuracy
+from models.diffusers_export import use_dit_frequencies
+from sampling import PerSampleNoise, class_labels, load_for_sampling, quantize
+from tools.export_diffusers import export
 
-from diffusion import classifier_free_guidance, create_diffusion, edm_timesteps, sample_heun  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from evaluation.denoiser import held_out  # noqa: E402
-from evaluation.fashion import label_accuracy  # noqa: E402
-from models.diffusers_export import use_dit_frequencies  # noqa: E402
-from sampling import PerSampleNoise, class_labels, load_for_sampling, quantize  # noqa: E402
-from tools.export_diffusers import export  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TS = (0, 100, 300, 500, 700, 900, 999)
 
@@ -41,8 +39,9 @@ def main() -> None:
     from diffusers import DiTTransformer2DModel
 
     ours, spec = load_for_sampling(args.ckpt)
-    d = create_diffusion(noise_schedule=spec.noise_schedule, prediction=spec.prediction,
-                         learn_sigma=spec.model_kwargs["learn_sigma"])  # fmt: skip
+    d = create_diffusion(
+        noise_schedule=spec.noise_schedule, prediction=spec.prediction, learn_sigma=spec.model_kwargs["learn_sigma"]
+    )
     with tempfile.TemporaryDirectory() as tmp:
         export(args.ckpt, Path(tmp) / "out")
         load = lambda: DiTTransformer2DModel.from_pretrained(Path(tmp) / "out", subfolder="transformer").eval()  # noqa: E731

@@ -11,18 +11,15 @@ a dense fp32 matmul (1024² on the CPU, 8192² on CUDA), and how long 50,000 ima
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.train_step import append_jsonl, matmul_flops_per_s, time_calls  # noqa: E402
-from evaluation.features import EXTRACTORS, save_random_inception  # noqa: E402
-from training import precision  # noqa: E402
+from bench.train_step import append_jsonl, matmul_flops_per_s, time_calls
+from evaluation.features import EXTRACTORS, save_random_inception
+from training import precision
 
 
 def main() -> None:
@@ -57,16 +54,24 @@ def main() -> None:
     m = 1024 if device.type == "cpu" else 8192
     matmul = matmul_flops_per_s(m, m, m, torch.float32, device, 10)
     result = {
-        "extractor": args.extractor, "input": list(shape[1:]), "batch": args.batch,
+        "extractor": args.extractor,
+        "input": list(shape[1:]),
+        "batch": args.batch,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{torch.get_num_threads()}",
-        "torch": torch.__version__, "images_per_s": per_s, "forward_gmacs_per_image": macs / 1e9,
-        "achieved_tflops": 2 * macs * per_s / 1e12, f"matmul_{m}_tflops": matmul / 1e12,
-        "ratio_to_matmul": 2 * macs * per_s / matmul, "minutes_per_50k": 50_000 / per_s / 60,
-    }  # fmt: skip
-    print(f"{args.extractor} on {result['device']}, {shape[1]}×{shape[2]}×{shape[3]} uint8, batch {args.batch}: "
-          f"{per_s:.1f} images/s ({macs / 1e9:.2f} GMACs/image, {result['achieved_tflops']:.3f} TFLOP/s = "
-          f"{result['ratio_to_matmul']:.2f} of a {m}² fp32 matmul); "
-          f"50K images in {result['minutes_per_50k']:.1f} min")  # fmt: skip
+        "torch": torch.__version__,
+        "images_per_s": per_s,
+        "forward_gmacs_per_image": macs / 1e9,
+        "achieved_tflops": 2 * macs * per_s / 1e12,
+        f"matmul_{m}_tflops": matmul / 1e12,
+        "ratio_to_matmul": 2 * macs * per_s / matmul,
+        "minutes_per_50k": 50_000 / per_s / 60,
+    }
+    print(
+        f"{args.extractor} on {result['device']}, {shape[1]}×{shape[2]}×{shape[3]} uint8, batch {args.batch}: "
+        f"{per_s:.1f} images/s ({macs / 1e9:.2f} GMACs/image, {result['achieved_tflops']:.3f} TFLOP/s = "
+        f"{result['ratio_to_matmul']:.2f} of a {m}² fp32 matmul); "
+        f"50K images in {result['minutes_per_50k']:.1f} min"
+    )
     append_jsonl(args.json, result)
 
 

@@ -9,7 +9,7 @@ mkdir -p "$out"
 if [ -n "${2:-}" ]; then  # hand the IDX files to the torchvision fallback when the Debian package is absent
   raw=~/.cache/minsnr-dit/FashionMNIST/raw && mkdir -p $raw && cp "$2"/*.gz $raw && gunzip -kf $raw/*.gz
 fi
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1  # a lent card has no editable install (make setup): import from here
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/machine.txt"
 python3 -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torch.__version__)" | tee -a "$out/machine.txt"
 git log -1 --format='commit %h %cd' 2>/dev/null | tee -a "$out/machine.txt"

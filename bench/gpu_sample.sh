@@ -12,7 +12,7 @@ mkdir -p "$out"
 if [ -n "${2:-}" ]; then
   raw=~/.cache/minsnr-dit/FashionMNIST/raw && mkdir -p $raw && cp "$2"/*.gz $raw && gunzip -kf $raw/*.gz
 fi
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1  # a lent card has no editable install (make setup): import from here
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/machine.txt"
 run=/tmp/run-s2
 if [ -z "${ONLY_GRAPHS:-}" ]; then

@@ -9,16 +9,13 @@ train.py gains per step by passing ``fused=True``. tests/test_training_parts.py 
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.train_step import append_jsonl, time_calls  # noqa: E402
-from models import ALL_MODELS, create_model  # noqa: E402
-from training import precision  # noqa: E402
+from bench.train_step import append_jsonl, time_calls
+from models import ALL_MODELS, create_model
+from training import precision
 
 
 def main() -> None:
@@ -40,9 +37,16 @@ def main() -> None:
         for kind in ("foreach", "fused")[:: 1 if round_ % 2 == 0 else -1]:
             opt = torch.optim.AdamW(params, lr=1e-4, **{kind: True})
             ms[kind] = 1e3 * statistics.median(time_calls(opt.step, device, warmup=2, iters=args.iters))
-        row = {"model": args.model, "params_m": round(n / 1e6, 2), "round": round_, "device": device.type,
-               "threads": torch.get_num_threads(), "foreach_ms": round(ms["foreach"], 1),
-               "fused_ms": round(ms["fused"], 1), "speedup": round(ms["foreach"] / ms["fused"], 2)}  # fmt: skip
+        row = {
+            "model": args.model,
+            "params_m": round(n / 1e6, 2),
+            "round": round_,
+            "device": device.type,
+            "threads": torch.get_num_threads(),
+            "foreach_ms": round(ms["foreach"], 1),
+            "fused_ms": round(ms["fused"], 1),
+            "speedup": round(ms["foreach"] / ms["fused"], 2),
+        }
         print(json.dumps(row))
         append_jsonl(args.json, row)
 

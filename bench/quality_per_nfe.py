@@ -1,6 +1,6 @@
 """Sample quality against model evaluations: FD-fashion per sampler at 10, 20, 50 and 250 NFE, on the embedded default.
 
-    PYTHONPATH=. python bench/quality_per_nfe.py --ckpt results/demo/run/checkpoints/0002000.pt
+    python bench/quality_per_nfe.py --ckpt results/demo/run/checkpoints/0002000.pt
 
 The steps per sampler are chosen to match the NFE budget: DDPM, DDIM and DPM-Solver++(2M) spend one evaluation
 per step, EDM Heun 2·steps − 1. Every run uses the same seeds and labels (sample i: seed + i, label i mod 10). It
@@ -16,10 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tools.convergence import Scoring, score_checkpoint
 
-from tools.convergence import Scoring, score_checkpoint  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLERS = ("ddpm", "ddim", "heun", "dpm++")
 
@@ -55,13 +54,20 @@ def main() -> None:
         for nfe in budgets:
             if (sampler, nfe) in fd:
                 continue
-            settings = Scoring(num_samples=args.num_samples, sampler=sampler, steps=steps_for(sampler, nfe),
-                               weights=args.weights, device="cpu")  # fmt: skip
+            settings = Scoring(
+                num_samples=args.num_samples,
+                sampler=sampler,
+                steps=steps_for(sampler, nfe),
+                weights=args.weights,
+                device="cpu",
+            )
             fd[sampler, nfe] = score_checkpoint(args.ckpt, settings, "fd_fashion", args.out / f"work-{sampler}-{nfe}")
             with cache.open("a") as f:
                 f.write(json.dumps({**key, "sampler": sampler, "nfe": nfe, "fd": fd[sampler, nfe]}) + "\n")
-            print(f"{sampler:6s} NFE {nfe:4d} (steps {steps_for(sampler, nfe):3d}): FD-fashion {fd[sampler, nfe]:.4g}",
-                  flush=True)  # fmt: skip
+            print(
+                f"{sampler:6s} NFE {nfe:4d} (steps {steps_for(sampler, nfe):3d}): FD-fashion {fd[sampler, nfe]:.4g}",
+                flush=True,
+            )
     print(f"\n{'NFE':>6s} " + " ".join(f"{s:>9s}" for s in SAMPLERS))
     for nfe in sorted({n for _, n in fd}):
         print(f"{nfe:6d} " + " ".join(f"{fd[s, nfe]:9.4g}" if (s, nfe) in fd else f"{'-':>9s}" for s in SAMPLERS))

@@ -17,13 +17,11 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.train_step import append_jsonl  # noqa: E402
-from diffusion import classifier_free_guidance, create_diffusion  # noqa: E402
-from diffusion.samplers import get_sampler  # noqa: E402
-from models import ALL_MODELS, create_model  # noqa: E402
-from training import precision  # noqa: E402
+from bench.train_step import append_jsonl
+from diffusion import classifier_free_guidance, create_diffusion
+from diffusion.samplers import get_sampler
+from models import ALL_MODELS, create_model
+from training import precision
 
 
 def main() -> None:
@@ -78,11 +76,21 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - tic
-        result = {"model": args.model, "batch": args.batch, "sampler": name, "steps": int(steps), "nfe": nfe,
-                  "cfg_scale": args.cfg_scale, "precision": args.precision, "compile": args.compile,
-                  "cuda_graphs": args.cuda_graphs,
-                  "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                  "images_per_s": args.batch / seconds, "nfe_per_s": nfe / seconds, "seconds": seconds}  # fmt: skip
+        result = {
+            "model": args.model,
+            "batch": args.batch,
+            "sampler": name,
+            "steps": int(steps),
+            "nfe": nfe,
+            "cfg_scale": args.cfg_scale,
+            "precision": args.precision,
+            "compile": args.compile,
+            "cuda_graphs": args.cuda_graphs,
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "images_per_s": args.batch / seconds,
+            "nfe_per_s": nfe / seconds,
+            "seconds": seconds,
+        }
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
         append_jsonl(args.json, result)
 

@@ -16,20 +16,17 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from diffusion import create_diffusion  # noqa: E402
-from models import ALL_MODELS, create_model  # noqa: E402
-from models.flops import forward_macs  # noqa: E402
-from training import precision  # noqa: E402
-from training.ema import update_ema  # noqa: E402
-from training.step import Batch, StepParts, make_optimizer, train_step  # noqa: E402
+from diffusion import create_diffusion
+from models import ALL_MODELS, create_model
+from models.flops import forward_macs
+from training import precision
+from training.ema import update_ema
+from training.step import Batch, StepParts, make_optimizer, train_step
 
 
 def sync(device: torch.device) -> None:
@@ -77,9 +74,13 @@ def main() -> None:
     p.add_argument("--grad-checkpoint", action="store_true")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation happens here)")
-    p.add_argument("--malloc", choices=("keep", "default"), default="keep",
-                   help="CPU: keep freed memory in the process (training/malloc.py, as train.py does) or glibc's "
-                   "default thresholds (the before of that change)")  # fmt: skip
+    p.add_argument(
+        "--malloc",
+        choices=("keep", "default"),
+        default="keep",
+        help="CPU: keep freed memory in the process (training/malloc.py, as train.py does) or glibc's "
+        "default thresholds (the before of that change)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", type=Path, help="append the result as one JSON line to this file")
     args = p.parse_args()
@@ -87,8 +88,13 @@ def main() -> None:
     device = torch.device(args.device)
     precision.configure(device, args.precision, keep_memory=args.malloc == "keep")
     torch.manual_seed(0)
-    model = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000,
-                         grad_checkpoint=args.grad_checkpoint).to(device)  # fmt: skip
+    model = create_model(
+        args.model,
+        input_size=args.input_size,
+        in_channels=args.channels,
+        num_classes=1000,
+        grad_checkpoint=args.grad_checkpoint,
+    ).to(device)
     macs = forward_macs(model, 1)
     ema = create_model(args.model, input_size=args.input_size, in_channels=args.channels, num_classes=1000).to(device)
     ema.load_state_dict(model.state_dict())
@@ -133,25 +139,38 @@ def main() -> None:
             "matmul_mlp": matmul_flops_per_s(tokens, hidden, 4 * hidden, dtype, device, 50),
             "matmul_8192": matmul_flops_per_s(8192, 8192, 8192, dtype, device, 20),
         }
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss * 1024  # fmt: skip
+    peak = (
+        torch.cuda.max_memory_allocated(device)
+        if device.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
     median = statistics.median(times)
     usage = resource.getrusage(resource.RUSAGE_SELF)  # system time is mostly page faults on fresh memory
     model_flops = 3 * 2 * macs * args.batch / median
     if device.type == "cuda":
         mfu = {f"mfu_vs_{k}": model_flops / v for k, v in yardsticks.items()}
     result = {
-        "model": args.model, "batch": args.batch, "input": [args.channels, args.input_size, args.input_size],
-        "precision": args.precision, "compile": args.compile, "grad_checkpoint": args.grad_checkpoint,
-        "malloc": args.malloc, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "model": args.model,
+        "batch": args.batch,
+        "input": [args.channels, args.input_size, args.input_size],
+        "precision": args.precision,
+        "compile": args.compile,
+        "grad_checkpoint": args.grad_checkpoint,
+        "malloc": args.malloc,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu-{torch.get_num_threads()}",
-        "torch": torch.__version__, "images_per_s": args.batch / median, "step_ms_median": 1e3 * median,
+        "torch": torch.__version__,
+        "images_per_s": args.batch / median,
+        "step_ms_median": 1e3 * median,
         "step_ms_iqr": 1e3 * (statistics.quantiles(times, n=4)[2] - statistics.quantiles(times, n=4)[0]),
-        "steps_timed": args.steps, "peak_memory_gib": peak / 2**30, "forward_gmacs_per_image": macs / 1e9,
+        "steps_timed": args.steps,
+        "peak_memory_gib": peak / 2**30,
+        "forward_gmacs_per_image": macs / 1e9,
         "model_tflops": model_flops / 1e12,
         **{f"{k}_tflops": v / 1e12 for k, v in yardsticks.items()},
-        **mfu, "system_time_share": usage.ru_stime / (usage.ru_utime + usage.ru_stime),
-    }  # fmt: skip
+        **mfu,
+        "system_time_share": usage.ru_stime / (usage.ru_utime + usage.ru_stime),
+    }
     print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
     append_jsonl(args.json, result)
 

@@ -152,7 +152,8 @@ def test_evaluates_every_checkpoint_once_and_plots(tmp_path):
 
 
 def test_a_reproduction_is_printed_beside_the_committed_numbers(tmp_path):
-    from tools.convergence import append_row, compare_with_committed
+    from studies.common import compare_with_committed
+    from tools.convergence import append_row
 
     for path, value in ((tmp_path / "new.csv", "11.5"), (tmp_path / "old.csv", "11.1384")):
         append_row(path, {"run": "x0-const-s0", "step": 2000, "metric": "fd_fashion", "value": value})

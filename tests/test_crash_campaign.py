@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 
-from tools.crash_campaign import JOBS, complete, differences, temporaries
+from tests.crash_campaign import JOBS, complete, differences, temporaries
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_short_campaign_every_kill_lands_in_a_save_and_every_result_is_bitwise_equal(tmp_path):
-    cmd = [sys.executable, str(ROOT / "tools/crash_campaign.py"), "--kills", "2", "--chain", "2", "--aim", "saves",
+    cmd = [sys.executable, "-m", "tests.crash_campaign", "--kills", "2", "--chain", "2", "--aim", "saves",
            "--pause", "0.05", "--out", str(tmp_path)]  # fmt: skip
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 0, res.stderr[-3000:]

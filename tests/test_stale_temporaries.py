@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.crash_campaign import JOBS, make_fixture
 from tests.processes import launcher
-from tools.crash_campaign import JOBS, make_fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -1,7 +1,7 @@
 """Score every kept checkpoint of one or more runs, then draw and read out the curves (the paper's Fig. 5).
 
-    PYTHONPATH=. python tools/convergence.py results/study/x0-const-s0 results/study/x0-min_snr-s0 --out results/study
-    PYTHONPATH=. python tools/convergence.py runs/vit-b2-const-s0 runs/vit-b2-min_snr-s0 \\
+    python tools/convergence.py results/study/x0-const-s0 results/study/x0-min_snr-s0 --out results/study
+    python tools/convergence.py runs/vit-b2-const-s0 runs/vit-b2-min_snr-s0 \\
         --ref VIRTUAL_imagenet256_labeled.npz --feature-extractor inception --num-samples 10000 \\
         --launcher "torchrun --nproc_per_node=8" --out results/fig5
 
@@ -23,16 +23,14 @@ import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from evaluation import evaluate, metric_names
+from tools import curves
+from training.atomic import write_text_atomic
+from training.checkpoint import list_checkpoints
+from training.cli import OneLineParser, fail
+from training.precision import DTYPES
 
-from evaluation import evaluate, metric_names  # noqa: E402
-from tools import curves  # noqa: E402
-from tools.curves import arm_of  # noqa: E402  (the study drivers import it from here)
-from training.atomic import write_text_atomic  # noqa: E402
-from training.checkpoint import list_checkpoints  # noqa: E402
-from training.cli import OneLineParser, fail  # noqa: E402
-from training.precision import DTYPES  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FIELDS = ["run", "step", "metric", "value"]
 
@@ -44,13 +42,19 @@ def read_curves(path: Path) -> list[dict]:
         return [{**r, "step": int(r["step"]), "value": float(r["value"])} for r in csv.DictReader(f)]
 
 
-def append_row(path: Path, row: dict) -> None:
+def append_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Append ``rows`` to the CSV file at ``path``, which starts with the header ``fields`` when it is new."""
     new = not path.exists()
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, FIELDS)
+        writer = csv.DictWriter(f, fields)
         if new:
             writer.writeheader()
-        writer.writerow(row)
+        writer.writerows(rows)
+
+
+def append_row(path: Path, row: dict) -> None:
+    """One (run, step, metric, value) row of curves.csv."""
+    append_rows(path, FIELDS, [row])
 
 
 @dataclass(frozen=True)
@@ -77,11 +81,21 @@ def score_samples(ckpt: Path, args: Scoring, metrics: str, work: Path, extra: tu
     compute ``metrics`` (evaluation.evaluate's names, e.g. "fid,sfid") against ``args.ref``; returns the
     reported metrics by name. The samples are deleted after."""
     out = work / f"{ckpt.parent.parent.name}-{ckpt.stem}.npz"
-    cmd = [*shlex.split(args.launcher), str(ROOT / "sample_ddp.py"), "--ckpt", str(ckpt), "--out", str(out),
-           "--num-samples", str(args.num_samples), "--per-proc-batch-size", str(args.batch_size),
-           "--sampler", args.sampler, "--steps", str(args.steps), "--cfg-scale", str(args.cfg_scale),
-           "--seed", str(args.seed), "--weights", args.weights, "--precision", args.precision, *extra]  # fmt: skip
-    res = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    options = {
+        "ckpt": ckpt,
+        "out": out,
+        "num-samples": args.num_samples,
+        "per-proc-batch-size": args.batch_size,
+        "sampler": args.sampler,
+        "steps": args.steps,
+        "cfg-scale": args.cfg_scale,
+        "seed": args.seed,
+        "weights": args.weights,
+        "precision": args.precision,
+    }
+    flags = [item for name, value in options.items() for item in (f"--{name}", str(value))]
+    cmd = [*shlex.split(args.launcher), str(ROOT / "sample_ddp.py"), *flags, *extra]
+    res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"sampling {ckpt} failed: {res.stderr.strip().splitlines()[-1:]}")
     result = evaluate(args.ref, out, metrics, args.feature_extractor, args.weights_file, device=args.device)
@@ -99,30 +113,6 @@ def score_checkpoint(ckpt: Path, args: Scoring, metric: str, work: Path) -> floa
 def metric_kind(name: str) -> str:
     """'fd_fashion' or 'fid' -> 'fid'; 'sfid' -> 'sfid' (the --metrics key of evaluation.evaluate)."""
     return "sfid" if name.startswith(("sfid", "sfd")) else "fid"
-
-
-def steps_to(points: list[tuple[int, float]], threshold: float) -> int | None:
-    """The first step whose value is at or below ``threshold`` (points sorted by step), or None."""
-    return next((step for step, value in points if value <= threshold), None)
-
-
-def seed_table(rows: list[dict], metric: str) -> dict[str, dict[int, list[float]]]:
-    """{arm: {step: [value per seed]}} for one metric of curves.csv."""
-    table: dict[str, dict[int, list[float]]] = {}
-    for r in rows:
-        if r["metric"] == metric and r["run"] != "real-train":
-            table.setdefault(arm_of(r["run"]), {}).setdefault(r["step"], []).append(r["value"])
-    return dict(sorted(table.items()))
-
-
-def markdown(header: list[str], lines: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |"]
-    return "\n".join(out + ["| " + " | ".join(line) + " |" for line in lines])
-
-
-def fmt(values: list[float]) -> str:
-    mean = sum(values) / len(values)
-    return f"{mean:.1f}" + (f" ({', '.join(f'{v:.1f}' for v in values)})" if len(values) > 1 else "")
 
 
 def score_runs(runs: dict[str, Path], scoring: Scoring, metric: str, out: Path) -> None:
@@ -155,16 +145,8 @@ def run_keys(sources: list[str]) -> dict[str, Path]:
     return runs
 
 
-def compare_with_committed(new: Path, committed: Path, metric: str) -> str:
-    """A table of every (run, step) of ``metric`` in both curves.csv files: the new value beside the committed one.
-    A reproduction on another machine matches within the seed spread, not digit for digit (BLAS kernels differ)."""
-    old = {(r["run"], r["step"]): r["value"] for r in read_curves(committed) if r["metric"] == metric}
-    rows = [r for r in read_curves(new) if r["metric"] == metric and (r["run"], r["step"]) in old]
-    lines = [[r["run"], str(r["step"]), f"{r['value']:.4g}", f"{old[r['run'], r['step']]:.4g}"] for r in rows]
-    return markdown(["run", "step", f"{metric}, new", f"committed ({committed})"], lines)
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The command line; ``argv`` in place of sys.argv[1:] (the CPU study scores its runs through it)."""
     p = OneLineParser(prog="convergence.py", description=__doc__, formatter_class=curves.Formatter)
     p.add_argument(
         "runs", nargs="+", metavar="[LABEL=]RUN", help="run directories; the first one's arm is the baseline"
@@ -188,7 +170,7 @@ def main() -> None:
         "--threshold", type=float, action="append", default=[], help="a threshold to add to the ladder (repeatable)"
     )
     p.add_argument("--title", default="", help="the curves plot's title")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     try:
         runs = run_keys(args.runs)
     except ValueError as err:

@@ -1,10 +1,10 @@
 """Convergence curves from several runs and seeds, and the speed-up read-out of the Min-SNR paper's Fig. 5.
 
     # Fashion: post-hoc scores of kept checkpoints (tools/convergence.py's curves.csv), const against Min-SNR-5
-    PYTHONPATH=. python tools/curves.py results/weightings/curves.csv --metric fd_fashion \\
+    python tools/curves.py results/weightings/curves.csv --metric fd_fashion \\
         --only x0-const,x0-min_snr --out results/weightings/fig5.png
     # ImageNet: the FID that train.py --eval-every logs to each run's metrics.csv, 3 seeds per arm
-    PYTHONPATH=. python tools/curves.py runs/vit-b2-const-s{0,1,2} runs/vit-b2-min_snr-s{0,1,2} --metric fid \\
+    python tools/curves.py runs/vit-b2-const-s{0,1,2} runs/vit-b2-min_snr-s{0,1,2} --metric fid \\
         --out results/fig5/fid.png
 
 A SOURCE is a run directory (its metrics.csv: a ``step`` column and one column per metric; rows where the metric
@@ -27,15 +27,13 @@ import csv
 import math
 import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from training.atomic import atomic_write
+from training.cli import OneLineParser, fail
 
-from training.atomic import atomic_write  # noqa: E402
-from training.cli import OneLineParser, fail  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 Curve = list[tuple[int, float]]  # (step, value), sorted by step
 FRACTIONS = ("1/8", "1/4", "1/2", "3/4")  # of the baseline's horizon: the default threshold ladder
@@ -243,17 +241,20 @@ def table(readings: list[Reading], metric: str) -> str:
         return "-" if r is None else f"{r:.2f}x"
 
     width = max(len(r.arm) for r in readings)
-    lines = [f"{metric}: steps to reach each threshold (log-linear between evaluations); speed-up = the baseline "
-             f"mean's steps / the arm's",
-             f"{'threshold':>9s}  {'baseline at':20s} {'arm':{width}s} {'steps':>7s} {'speed-up':>8s}  "
-             f"per seed: steps (speed-up)"]  # fmt: skip
+    lines = [
+        f"{metric}: steps to reach each threshold (log-linear between evaluations); speed-up = the baseline "
+        f"mean's steps / the arm's",
+        f"{'threshold':>9s}  {'baseline at':20s} {'arm':{width}s} {'steps':>7s} {'speed-up':>8s}  "
+        f"per seed: steps (speed-up)",
+    ]
     previous = None
     for r in readings:
         head = ("", "") if r.threshold == previous else (f"{r.threshold:.4g}", r.source)
         previous = r.threshold
         seeds = ", ".join(f"{seed_name(k, r.arm)} {steps(s)} ({speed(x)})" for k, (s, x) in r.seeds.items())
-        lines.append(f"{head[0]:>9s}  {head[1]:20s} {r.arm:{width}s} {steps(r.steps):>7s} {speed(r.speedup):>8s}  "
-                     f"{seeds}")  # fmt: skip
+        lines.append(
+            f"{head[0]:>9s}  {head[1]:20s} {r.arm:{width}s} {steps(r.steps):>7s} {speed(r.speedup):>8s}  {seeds}"
+        )
     return "\n".join(lines)
 
 

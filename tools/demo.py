@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data.fashion_mnist import CLASSES
+from diffusion.bands import BAND_NAMES
+from evaluation import evaluate
+from evaluation.fashion import label_accuracy
+from training.checkpoint import list_checkpoints
 
-from data.fashion_mnist import CLASSES  # noqa: E402
-from diffusion.bands import BAND_NAMES  # noqa: E402
-from evaluation import evaluate  # noqa: E402
-from evaluation.fashion import label_accuracy  # noqa: E402
-from training.checkpoint import list_checkpoints  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # What each recipe trains and samples, and the one line that says why (the measurements are in docs/demo.md).
 RECIPES = {

@@ -1,8 +1,8 @@
 """Where does a weighting win or lose? The unweighted x0-MSE of every checkpoint at fixed noise levels, and a heat map.
 
-    PYTHONPATH=. python tools/denoiser_error.py results/attribution/runs/x0-{const,min_snr}-s{0,1} \\
+    python tools/denoiser_error.py results/attribution/runs/x0-{const,min_snr}-s{0,1} \\
         --out results/attribution
-    PYTHONPATH=. python tools/denoiser_error.py RUN_A RUN_B --data-path latents/val --num-images 2000 --out OUT
+    python tools/denoiser_error.py RUN_A RUN_B --data-path latents/val --num-images 2000 --out OUT
 
 For every checkpoint not yet in OUT/denoiser.csv it measures mean‖x0 − x̂0‖² on held-out data (Fashion-MNIST test
 images, or a latent directory) with one fixed noise draw, at each --timesteps t, in data units, and appends one row
@@ -15,18 +15,17 @@ per other arm shows its error over the baseline's at the same step and t (blue: 
 import argparse
 import csv
 import math
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from diffusion import create_diffusion
+from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out, x0_errors
+from sampling import load_for_sampling
+from tools.convergence import append_rows
+from tools.curves import arm_of
+from training.checkpoint import list_checkpoints
+from training.cli import fail
 
-from diffusion import create_diffusion  # noqa: E402
-from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out, x0_errors  # noqa: E402
-from sampling import load_for_sampling  # noqa: E402
-from tools.convergence import arm_of  # noqa: E402
-from training.checkpoint import list_checkpoints  # noqa: E402
-from training.cli import fail  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 FIELDS = ["run", "step", "weights", "t", "snr", "x0_mse", "floor_zero", "floor_mean", "floor_class_mean"]
 
@@ -44,23 +43,24 @@ def score_run(run: Path, args, x, y, floor: dict, done: set, csv_path: Path) -> 
         if (run.name, step, args.weights) in done or step % args.every:
             continue
         model, spec = load_for_sampling(str(ckpt), weights=args.weights)
-        diffusion = create_diffusion(noise_schedule=spec.noise_schedule, prediction=spec.prediction,
-                                     learn_sigma=spec.model_kwargs["learn_sigma"],
-                                     diffusion_steps=spec.diffusion_steps)  # fmt: skip
+        diffusion = create_diffusion(
+            noise_schedule=spec.noise_schedule,
+            prediction=spec.prediction,
+            learn_sigma=spec.model_kwargs["learn_sigma"],
+            diffusion_steps=spec.diffusion_steps,
+        )
         errors = x0_errors(model, diffusion, x, y, args.timesteps, spec.from_data, spec.to_data, args.seed)
-        new = not csv_path.exists()
-        with csv_path.open("a", newline="") as f:
-            writer = csv.DictWriter(f, FIELDS)
-            if new:
-                writer.writeheader()
-            for t, err in errors.items():
-                writer.writerow({"run": run.name, "step": step, "weights": args.weights, "t": t,
-                                 "snr": f"{diffusion.snr[t]:.4g}", "x0_mse": f"{err:.6g}",
-                                 **{f"floor_{k}": f"{v:.6g}" for k, v in floor.items()}})  # fmt: skip
+        fixed = {"run": run.name, "step": step, "weights": args.weights}
+        fixed |= {f"floor_{k}": f"{v:.6g}" for k, v in floor.items()}
+        rows = [{**fixed, "t": t, "snr": f"{diffusion.snr[t]:.4g}", "x0_mse": f"{e:.6g}"} for t, e in errors.items()]
+        append_rows(csv_path, FIELDS, rows)
         worst = max(errors, key=lambda t: errors[t] / floor["class_mean"])
-        print(f"{run.name} step {step}: x0-MSE {errors[min(errors)]:.4g} at t={min(errors)} ... "
-              f"{errors[max(errors)]:.4g} at t={max(errors)}; class-mean floor {floor['class_mean']:.4g}; "
-              f"worst against it at t={worst}", flush=True)  # fmt: skip
+        print(
+            f"{run.name} step {step}: x0-MSE {errors[min(errors)]:.4g} at t={min(errors)} ... "
+            f"{errors[max(errors)]:.4g} at t={max(errors)}; class-mean floor {floor['class_mean']:.4g}; "
+            f"worst against it at t={worst}",
+            flush=True,
+        )
 
 
 def arm_means(rows: list[dict], weights: str) -> dict[str, dict[tuple[int, int], float]]:
@@ -89,8 +89,14 @@ def heatmap(rows: list[dict], arms: list[str], weights: str, path: Path, title: 
     panels = [(f"{base}: error / class-mean floor", means[base], {k: floor for k in means[base]})]
     panels += [(f"{arm} / {base}", means[arm], means[base]) for arm in arms[1:] if arm in means]
     rows_per_panel = len({s for (s, _) in means[base]})
-    fig, axes = plt.subplots(len(panels), 1, figsize=(1.5 + 0.62 * len(ts), 1.0 + (1.1 + 0.35 * rows_per_panel)
-                             * len(panels)), dpi=120, squeeze=False, constrained_layout=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(1.5 + 0.62 * len(ts), 1.0 + (1.1 + 0.35 * rows_per_panel) * len(panels)),
+        dpi=120,
+        squeeze=False,
+        constrained_layout=True,
+    )
     for ax, (name, num, den) in zip(axes[:, 0], panels, strict=True):
         steps = sorted({s for (s, t) in num if (s, t) in den})
         ratio = np.full((len(steps), len(ts)), np.nan)
@@ -103,8 +109,15 @@ def heatmap(rows: list[dict], arms: list[str], weights: str, path: Path, title: 
             for j in range(len(ts)):
                 if math.isfinite(ratio[i, j]):
                     dark = abs(math.log2(ratio[i, j])) > 1.3
-                    ax.text(j, i, f"{ratio[i, j]:.2g}", ha="center", va="center", fontsize=6.5,
-                            color="white" if dark else "black")  # fmt: skip
+                    ax.text(
+                        j,
+                        i,
+                        f"{ratio[i, j]:.2g}",
+                        ha="center",
+                        va="center",
+                        fontsize=6.5,
+                        color="white" if dark else "black",
+                    )
         ax.set_xticks(range(len(ts)), [f"{t}\n{snr[t]:.2g}" for t in ts], fontsize=6.5)
         ax.set_yticks(range(len(steps)), steps, fontsize=7)
         ax.set_ylabel("step")

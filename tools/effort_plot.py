@@ -1,6 +1,6 @@
 """The training effort per noise level of every weighting × timestep density: w_x0(λ)·p(λ) against λ = log SNR.
 
-    PYTHONPATH=. python tools/effort_plot.py --out docs/assets/effort.png
+    python tools/effort_plot.py --out docs/assets/effort.png
 
 On the 1000-step cosine schedule, p(λ) is the density of λ that the training draws of t induce (p_t over the
 λ spacing of step t), and w_x0 the weight on the x0-MSE (diffusion/weighting.py), so the product is how much of
@@ -12,18 +12,16 @@ the λ of the peak: the numbers docs/weightings.md quotes.
 """
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from diffusion import create_diffusion
+from diffusion.levels import edm_timesteps
+from diffusion.timesteps import DENSITIES
+from diffusion.weighting import WEIGHTING_TABLE, loss_weight
 
-from diffusion import create_diffusion  # noqa: E402
-from diffusion.levels import edm_timesteps  # noqa: E402
-from diffusion.timesteps import DENSITIES  # noqa: E402
-from diffusion.weighting import WEIGHTING_TABLE, loss_weight  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WEIGHTINGS = ("const", "min_snr", "soft_min_snr", "p2", "snr", "edm", "debiased", "sigmoid")
 # Each weighting's parameters at the table's defaults, the values a run without the flag trains with.

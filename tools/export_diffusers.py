@@ -15,19 +15,17 @@ The paper's ViT has no diffusers counterpart and is not exported.
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from data.transform import transform_record
+from models.diffusers_export import scheduler_config, transformer_config, transformer_state_dict
+from sampling import load_for_sampling
+from training.cli import OneLineParser, fail
 
-from data.transform import transform_record  # noqa: E402
-from models.diffusers_export import scheduler_config, transformer_config, transformer_state_dict  # noqa: E402
-from sampling import load_for_sampling  # noqa: E402
-from training.cli import OneLineParser, fail  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def export(ckpt: str, out_dir: Path, weights: str = "ema", model_name: str | None = None) -> None:
@@ -45,10 +43,17 @@ def export(ckpt: str, out_dir: Path, weights: str = "ema", model_name: str | Non
     transformer.load_state_dict(transformer_state_dict(model), strict=True)
     if not torch.allclose(transformer.pos_embed.pos_embed, model.pos_embed, atol=1e-6):
         raise ValueError(f"{ckpt} holds position embeddings other than DiT's sin-cos table, which diffusers rebuilds")
-    record = {"source": str(Path(ckpt).resolve()), "model": spec.model, "weights": weights,
-              "prediction": spec.prediction, "noise_schedule": spec.noise_schedule, "decoder": spec.decoder,
-              "data_transform": transform_record(spec.transform), "null_class": spec.null_class,
-              "timestep_frequencies": "DiT's: load with models.diffusers_export.use_dit_frequencies"}  # fmt: skip
+    record = {
+        "source": str(Path(ckpt).resolve()),
+        "model": spec.model,
+        "weights": weights,
+        "prediction": spec.prediction,
+        "noise_schedule": spec.noise_schedule,
+        "decoder": spec.decoder,
+        "data_transform": transform_record(spec.transform),
+        "null_class": spec.null_class,
+        "timestep_frequencies": "DiT's: load with models.diffusers_export.use_dit_frequencies",
+    }
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
     try:

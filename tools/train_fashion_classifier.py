@@ -1,6 +1,6 @@
 """Train the Fashion-MNIST classifier behind FD-fashion and commit-ready its weights (a few CPU minutes).
 
-    PYTHONPATH=. python tools/train_fashion_classifier.py        # writes evaluation/fashion_classifier.{pt,json}
+    python tools/train_fashion_classifier.py        # writes evaluation/fashion_classifier.{pt,json}
 
 Adam, batch 128, random horizontal flips, fixed seed. It reports the 10K test-set accuracy, saves the weights,
 writes their SHA-256 into ``evaluation/fashion.py`` (the loader refuses any other file) and records the run in
@@ -30,8 +30,10 @@ def as_input(images: np.ndarray) -> torch.Tensor:
 @torch.no_grad()
 def accuracy(model: FashionClassifier, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
-    correct = sum((model.logits_and_features(xb)[0].argmax(1) == yb).sum().item()
-                  for xb, yb in zip(x.split(1000), y.split(1000), strict=True))  # fmt: skip
+    correct = sum(
+        (model.logits_and_features(xb)[0].argmax(1) == yb).sum().item()
+        for xb, yb in zip(x.split(1000), y.split(1000), strict=True)
+    )
     return correct / len(y)
 
 
@@ -70,14 +72,24 @@ def main() -> None:
     bar.close()
     minutes = (time.time() - tic) / 60
     test_acc = accuracy(model, x_test, y_test)
-    print(f"test accuracy {test_acc:.4f} after {args.epochs} epochs ({minutes:.1f} min on {torch.get_num_threads()} "
-          f"threads)")  # fmt: skip
+    print(
+        f"test accuracy {test_acc:.4f} after {args.epochs} epochs ({minutes:.1f} min on {torch.get_num_threads()} "
+        f"threads)"
+    )
 
     save_atomic(model.state_dict(), args.out)
     digest = sha256(args.out)
-    record = {"test_accuracy": test_acc, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
-              "train_minutes": round(minutes, 2), "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "sha256": digest, "bytes": args.out.stat().st_size}  # fmt: skip
+    record = {
+        "test_accuracy": test_acc,
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "seed": args.seed,
+        "train_minutes": round(minutes, 2),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "sha256": digest,
+        "bytes": args.out.stat().st_size,
+    }
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     if args.out.resolve() == WEIGHTS.resolve():
         source = Path(__file__).resolve().parents[1] / "evaluation" / "fashion.py"

@@ -1,8 +1,8 @@
 """The long convergence study (issue 25): x0 + const against x0 + Min-SNR-5 run until the curves flatten.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python tools/long_study.py --worker 0 &   # two workers, one per core
-    PYTHONPATH=. OMP_NUM_THREADS=1 python tools/long_study.py --worker 1 &
-    PYTHONPATH=. python tools/long_study.py --report                          # plots and tables only
+    OMP_NUM_THREADS=1 python studies/long_study.py --worker 0 &   # two workers, one per core
+    OMP_NUM_THREADS=1 python studies/long_study.py --worker 1 &
+    python studies/long_study.py --report                         # plots and tables only
 
 The protocol, fixed before anything ran (results/long/README.md):
 - **Recipe.** The weightings study's, unchanged: DiT-T/4 on Fashion-MNIST pixels, x0-prediction, cosine schedule,
@@ -23,18 +23,13 @@ resumes anywhere, and a run whose scores are all in is not retrained.
 
 import argparse
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from studies.common import Study, finish_axes, fmt, markdown, plot_seed_means, seed_table
+from tools.convergence import Scoring, read_curves
+from tools.denoiser_error import read_rows
 
-from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out  # noqa: E402
-from tools.convergence import Scoring, append_row, read_curves, score_samples  # noqa: E402
-from tools.denoiser_error import read_rows, score_run  # noqa: E402
-from training.checkpoint import checkpoint_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = ROOT / "configs" / "fashion_dit-t4_x0_const.toml"
 ARMS = {"x0-const": ["--weighting", "const"], "x0-min_snr": ["--weighting", "min_snr", "--snr-gamma", "5"]}
@@ -59,52 +54,19 @@ def plan(seeds: list[int]) -> list[list[str]]:
     return [[pair[0] for pair in order], [pair[1] for pair in order]]
 
 
-class Study:
+class LongStudy(Study):
     def __init__(self, out: Path, horizon: int):
-        self.out, self.horizon = out, horizon
-        self.curves, self.denoiser = out / "curves.csv", out / "denoiser.csv"
+        super().__init__(out, "long_study")
+        self.horizon = horizon
 
-    def scored(self, metric: str) -> set[tuple[str, int]]:
-        return {(r["run"], r["step"]) for r in read_curves(self.curves) if r["metric"] == metric}
-
-    def train(self, name: str, step: int) -> Path:
+    def train_to(self, name: str, step: int) -> Path:
         """Train (or resume) run ``name`` up to ``step``; returns its run directory."""
-        run = self.out / "runs" / name
-        if checkpoint_path(run / "checkpoints", step).exists():
-            return run
-        print(f"training {name} to step {step}", flush=True)
         arm, seed = name.rsplit("-s", 1)
-        cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(CONFIG), *BASE, *ARMS[arm],
-               "--max-steps", str(step), "--seed", seed, "--results-dir", str(run), "--resume", "auto"]  # fmt: skip
-        log = self.out / "runs" / f"{name}.out"
-        with log.open("a") as f:
-            if subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=f, stderr=f).returncode:
-                sys.exit(f"long_study: training {name} failed; see {log}")
-        return run
+        return self.train(name, CONFIG, [*BASE, *ARMS[arm], "--max-steps", str(step), "--seed", seed], step)
 
     def fd(self, run: Path, step: int, scoring: Scoring = HEUN, suffix: str = "") -> None:
         """FD- and sFD-fashion of one checkpoint's samples into curves.csv, as fd_fashion<suffix> and sfd_..."""
-        if (run.name, step) in self.scored(f"fd_fashion{suffix}"):
-            return
-        work = self.out / f"work-{os.getpid()}"
-        work.mkdir(exist_ok=True)
-        values = score_samples(checkpoint_path(run / "checkpoints", step), scoring, "fid,sfid", work)
-        work.rmdir()
-        for metric in ("fd_fashion", "sfd_fashion"):
-            append_row(self.curves, {"run": run.name, "step": step, "metric": metric + suffix,
-                                     "value": f"{values[metric]:.6g}"})  # fmt: skip
-        print(f"{run.name} step {step}{suffix}: FD-fashion {values['fd_fashion']:.4g}, "
-              f"sFD-fashion {values['sfd_fashion']:.4g}", flush=True)  # fmt: skip
-
-    def denoise(self, run: Path, steps: list[int]) -> None:
-        """The per-band x0 error at the scheduled steps only (the other checkpoints count as done)."""
-        args = argparse.Namespace(weights="ema", timesteps=list(DEFAULT_TIMESTEPS), seed=0, every=500)
-        done = {(r["run"], int(r["step"]), r["weights"]) for r in read_rows(self.denoiser)}
-        done |= {(run.name, s, "ema") for s in range(500, self.horizon + 1, 500) if s not in steps}
-        if all((run.name, s, "ema") in done for s in steps):
-            return
-        x, y = held_out(None, 1000)
-        score_run(run, args, x, y, floors(x, y), done, self.denoiser)
+        self.score(run, step, scoring, ("fd_fashion", "sfd_fashion"), suffix)
 
     def finished(self, name: str, finals: bool) -> bool:
         steps = schedule(self.horizon)
@@ -120,12 +82,46 @@ class Study:
                 continue
             steps = schedule(self.horizon)
             for step in steps:
-                run = self.train(name, step)
+                run = self.train_to(name, step)
                 self.fd(run, step)
-                self.denoise(run, [s for s in steps if s <= step])
+                self.denoise(run, 500, [s for s in steps if s <= step])
             if finals:
                 for suffix, scoring in FINALS.items():
                     self.fd(run, self.horizon, scoring, suffix)
+
+    def report(self) -> None:
+        """OUT/curves.png (seed means of FD- and sFD-fashion) and OUT/tables.md, from curves.csv alone."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = read_curves(self.curves)
+        metrics = {"fd_fashion": "FD-fashion", "sfd_fashion": "sFD-fashion"}
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+        parts = []
+        for ax, (metric, name) in zip(axes, metrics.items(), strict=True):
+            table = seed_table(rows, metric)
+            for arm, cells in table.items():
+                plot_seed_means(ax, cells, arm, markersize=3, dot_size=6)
+            ax.set_ylabel(f"{name} ({HEUN.num_samples} samples, Heun-{HEUN.steps})")
+            ax.set_title(f"DiT-T/4 on Fashion-MNIST: {name}, seed mean (dots: seeds)", fontsize=9)
+            finish_axes(ax, 7)
+            steps = sorted({s for cells in table.values() for s in cells})
+            lines = [[arm, *(fmt(cells[s]) if s in cells else "" for s in steps)] for arm, cells in table.items()]
+            parts.append(f"**{name}**, seed mean (per seed)\n\n" + markdown(["arm", *map(str, steps)], lines))
+        fig.tight_layout()
+        fig.savefig(self.out / "curves.png")
+        plt.close(fig)
+        finals = [r for r in rows if "@" in r["metric"]]
+        if finals:
+            lines = [[r["run"], str(r["step"]), r["metric"], f"{r['value']:.2f}"] for r in finals]
+            parts.append(
+                "**--finals** (other sample seeds and samplers)\n\n"
+                + markdown(["run", "step", "metric", "value"], lines)
+            )
+        (self.out / "tables.md").write_text("\n\n".join(parts) + "\n")
+        print((self.out / "tables.md").read_text())
 
 
 def main() -> None:
@@ -137,10 +133,13 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=30_000, help="train and score to this step (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default: %(default)s)")
     p.add_argument("--finals", action="store_true", help="also the noise floor and other samplers at the horizon")
+    p.add_argument("--report", action="store_true", help="draw curves.png and write tables.md from curves.csv")
     args = p.parse_args()
-    study = Study(args.out, args.horizon)
+    study = LongStudy(args.out, args.horizon)
     if args.worker is not None:
         study.work(plan(args.seeds)[args.worker], args.finals)
+    if args.report:
+        study.report()
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """`make reproduce-weightings`: the weighting and timestep-density zoo at equal budget on the embedded default.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python tools/weightings_study.py --worker 0 &   # two workers, one per core
-    PYTHONPATH=. OMP_NUM_THREADS=1 python tools/weightings_study.py --worker 1 &
-    PYTHONPATH=. python tools/weightings_study.py --report                          # plots and tables only
+    OMP_NUM_THREADS=1 python studies/weightings_study.py --worker 0 &   # two workers, one per core
+    OMP_NUM_THREADS=1 python studies/weightings_study.py --worker 1 &
+    python studies/weightings_study.py --report                         # plots and tables only
 
 The protocol, fixed before anything ran:
 - **Model and recipe.** The demo's: DiT-T/4 on Fashion-MNIST pixels, x0-prediction, cosine schedule, batch 32,
@@ -35,46 +35,42 @@ from their newest checkpoint. Two workers split the runs alternately.
 
 import argparse
 import dataclasses
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out  # noqa: E402
-from tools.convergence import (  # noqa: E402
-    Scoring,
-    append_row,
-    arm_of,
+from studies.common import (
+    Study,
     compare_with_committed,
+    finish_axes,
     fmt,
     markdown,
-    read_curves,
-    score_samples,
+    plot_seed_means,
     seed_table,
     steps_to,
 )
-from tools.denoiser_error import heatmap, read_rows, score_run  # noqa: E402
-from training.checkpoint import checkpoint_path  # noqa: E402
+from tools.convergence import Scoring, read_curves
+from tools.curves import arm_of
+from tools.denoiser_error import heatmap, read_rows
+
+ROOT = Path(__file__).resolve().parents[1]
 
 COMMITTED = ROOT / "results" / "weightings"
 OUT = ROOT / "results" / "reproduce-weightings"  # --out
 CONFIG = ROOT / "configs" / "fashion_dit-t4_x0_const.toml"
-MIN_SNR = ["--weighting", "min_snr", "--snr-gamma", "5"]
-ARMS = {
-    "x0-const": ["--weighting", "const"],
-    "x0-min_snr": MIN_SNR,
-    "eps-min_snr": ["--prediction", "eps", *MIN_SNR],
-    "x0-edm": ["--weighting", "edm", "--sigma-data", "0.5"],
-    "x0-debiased": ["--weighting", "debiased"],
-    "x0-sigmoid": ["--weighting", "sigmoid", "--sigmoid-bias", "-3"],
-    "x0-min_snr-laplace": [*MIN_SNR, "--timestep-sampling", "laplace", "--laplace", "0", "0.5"],
-    "x0-const-logit_normal": ["--weighting", "const", "--timestep-sampling", "logit_normal",
-                              "--logit-normal", "0", "1"],
-    "x0-min_snr-uncertainty": [*MIN_SNR, "--learned-uncertainty"],
-}  # fmt: skip
+MIN_SNR = "--weighting min_snr --snr-gamma 5"
+ARMS = {  # each arm's train.py flags
+    arm: flags.split()
+    for arm, flags in {
+        "x0-const": "--weighting const",
+        "x0-min_snr": MIN_SNR,
+        "eps-min_snr": f"--prediction eps {MIN_SNR}",
+        "x0-edm": "--weighting edm --sigma-data 0.5",
+        "x0-debiased": "--weighting debiased",
+        "x0-sigmoid": "--weighting sigmoid --sigmoid-bias -3",
+        "x0-min_snr-laplace": f"{MIN_SNR} --timestep-sampling laplace --laplace 0 0.5",
+        "x0-const-logit_normal": "--weighting const --timestep-sampling logit_normal --logit-normal 0 1",
+        "x0-min_snr-uncertainty": f"{MIN_SNR} --learned-uncertainty",
+    }.items()
+}
 SEEDS = (0, 1)
 STEPS = 2000
 BASE = ["--max-steps", str(STEPS), "--ckpt-every", "250", "--keep-checkpoints", "0", "--num-workers", "0"]
@@ -89,50 +85,25 @@ def plan() -> list[list[str]]:
     return [order[0::2], order[1::2]]
 
 
-def scored(metric: str) -> set[tuple[str, int]]:
-    return {(r["run"], r["step"]) for r in read_curves(OUT / "curves.csv") if r["metric"] == metric}
+def study() -> Study:
+    return Study(OUT, "weightings_study")
 
 
 def finished(name: str) -> bool:
     """All of a run's scores are in the CSVs (then it needs no checkpoints, so a new machine skips it)."""
-    fd_done = all((name, s) in scored("fd_fashion") for s in FD_STEPS)
+    fd_done = all((name, s) in study().scored("fd_fashion") for s in FD_STEPS)
     denoised = {int(r["step"]) for r in read_rows(OUT / "denoiser.csv") if r["run"] == name}
     return fd_done and set(range(DENOISER_EVERY, STEPS + 1, DENOISER_EVERY)) <= denoised
 
 
 def train(name: str) -> Path:
-    run = OUT / "runs" / name
-    if checkpoint_path(run / "checkpoints", STEPS).exists():
-        return run
-    print(f"training {name}", flush=True)
     arm, seed = name.rsplit("-s", 1)
-    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(CONFIG), *BASE, *ARMS[arm],
-           "--seed", seed, "--results-dir", str(run), "--resume", "auto"]  # fmt: skip
-    log = OUT / "runs" / f"{name}.out"
-    with log.open("a") as f:
-        if subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=f, stderr=f).returncode:
-            sys.exit(f"weightings_study: training {name} failed; see {log}")
-    return run
+    return study().train(name, CONFIG, [*BASE, *ARMS[arm], "--seed", seed], STEPS)
 
 
 def fd(run: Path, step: int, scoring: Scoring = HEUN, suffix: str = "") -> None:
     """FD-fashion of one checkpoint's samples into curves.csv as metric fd_fashion<suffix>."""
-    if (run.name, step) in scored(f"fd_fashion{suffix}"):
-        return
-    work = OUT / f"work-{os.getpid()}"
-    work.mkdir(exist_ok=True)
-    value = score_samples(checkpoint_path(run / "checkpoints", step), scoring, "fid", work)["fd_fashion"]
-    work.rmdir()
-    append_row(OUT / "curves.csv", {"run": run.name, "step": step, "metric": f"fd_fashion{suffix}",
-                                    "value": f"{value:.6g}"})  # fmt: skip
-    print(f"{run.name} step {step}{suffix}: FD-fashion {value:.4g}", flush=True)
-
-
-def denoise(run: Path) -> None:
-    args = argparse.Namespace(weights="ema", timesteps=list(DEFAULT_TIMESTEPS), seed=0, every=DENOISER_EVERY)
-    x, y = held_out(None, 1000)
-    done = {(r["run"], int(r["step"]), r["weights"]) for r in read_rows(OUT / "denoiser.csv")}
-    score_run(run, args, x, y, floors(x, y), done, OUT / "denoiser.csv")
+    study().score(run, step, scoring, ("fd_fashion",), suffix)
 
 
 def noise_floor(name: str) -> None:
@@ -144,10 +115,10 @@ def work(worker: int) -> None:
     (OUT / "runs").mkdir(parents=True, exist_ok=True)
     for name in plan()[worker]:
         floor_run = name in ("x0-const-s0", "x0-min_snr-s0")
-        if finished(name) and (not floor_run or (name, STEPS) in scored("fd_fashion@seed2")):
+        if finished(name) and (not floor_run or (name, STEPS) in study().scored("fd_fashion@seed2")):
             continue
         run = train(name)
-        denoise(run)
+        study().denoise(run, DENOISER_EVERY)
         for step in FD_STEPS:
             fd(run, step)
         if floor_run:
@@ -197,18 +168,11 @@ def report() -> None:
     table = seed_table(rows, "fd_fashion")
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     for arm in (a for a in ARMS if a in table):
-        cells = table[arm]
-        steps = sorted(cells)
         style = "-" if arm in ("x0-const", "x0-min_snr") else "--"
-        ax.plot(steps, [sum(cells[s]) / len(cells[s]) for s in steps], style, marker="o", markersize=3, label=arm)
-        for s in steps:
-            ax.scatter([s] * len(cells[s]), cells[s], s=6, color=ax.lines[-1].get_color(), alpha=0.5)
-    ax.set_yscale("log")
-    ax.set_xlabel("training steps")
+        plot_seed_means(ax, table[arm], arm, style, markersize=3, dot_size=6)
     ax.set_ylabel("FD-fashion (500 samples, Heun-10)")
     ax.set_title("DiT-T/4 on Fashion-MNIST: seed mean (dots: seeds)", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    finish_axes(ax, 7, ncol=2)
     fig.tight_layout()
     fig.savefig(OUT / "curves.png")
     plt.close(fig)
@@ -217,8 +181,13 @@ def report() -> None:
     arms = [a for a in ARMS if any(arm_of(r["run"]) == a for r in denoiser)]
     if "x0-min_snr" in arms:
         arms.remove("x0-min_snr")
-        heatmap(denoiser, ["x0-min_snr", *arms], "ema", OUT / "heatmap.png",
-                "unweighted x0-MSE on 1000 test images, fixed noise: each arm over x0 + Min-SNR-5")  # fmt: skip
+        heatmap(
+            denoiser,
+            ["x0-min_snr", *arms],
+            "ema",
+            OUT / "heatmap.png",
+            "unweighted x0-MSE on 1000 test images, fixed noise: each arm over x0 + Min-SNR-5",
+        )
 
     parts = ["**Steps to a threshold** (first checkpoint at or below it)\n\n" + speedup_table(rows)]
     steps = sorted({s for cells in table.values() for s in cells})
@@ -227,10 +196,14 @@ def report() -> None:
     floor = [r for r in rows if r["metric"].startswith("fd_fashion@seed")]
     if floor:
         base = {(r["run"], r["step"]): r["value"] for r in rows if r["metric"] == "fd_fashion"}
-        lines = [[r["run"], str(r["step"]), r["metric"], f"{r['value']:.2f}", f"{base[r['run'], r['step']]:.2f}"]
-                 for r in floor]  # fmt: skip
-        parts.append("**noise floor** (the same checkpoint, other sample seeds)\n\n"
-                     + markdown(["run", "step", "metric", "value", "sample seed 0"], lines))  # fmt: skip
+        lines = [
+            [r["run"], str(r["step"]), r["metric"], f"{r['value']:.2f}", f"{base[r['run'], r['step']]:.2f}"]
+            for r in floor
+        ]
+        parts.append(
+            "**noise floor** (the same checkpoint, other sample seeds)\n\n"
+            + markdown(["run", "step", "metric", "value", "sample seed 0"], lines)
+        )
     (OUT / "tables.md").write_text("\n\n".join(parts) + "\n")
     print((OUT / "tables.md").read_text())
     if OUT.resolve() != COMMITTED.resolve():

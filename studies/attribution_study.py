@@ -1,8 +1,8 @@
 """The convergence-attribution study: why x0 + Min-SNR-5 trails x0 + const at CPU scale, and what flips it.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python tools/attribution_study.py --worker 0 &   # two workers, one per core
-    PYTHONPATH=. OMP_NUM_THREADS=1 python tools/attribution_study.py --worker 1 &
-    PYTHONPATH=. python tools/attribution_study.py --report                          # plots and tables only
+    OMP_NUM_THREADS=1 python studies/attribution_study.py --worker 0 &   # two workers, one per core
+    OMP_NUM_THREADS=1 python studies/attribution_study.py --worker 1 &
+    python studies/attribution_study.py --report                         # plots and tables only
 
 The protocol, fixed before anything ran:
 - **Model and data.** ViT-T/4 on Fashion-MNIST pixels, x0-prediction, cosine schedule, batch 32, EMA 0.995,
@@ -38,19 +38,17 @@ Min-SNR arms), each doing train -> score for one run before the next.
 import argparse
 import csv
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from evaluation import evaluate
+from studies.common import Study, finish_axes, fmt, markdown, plot_seed_means, seed_table
+from tools.convergence import Scoring, append_row, append_rows, read_curves, score_samples
+from tools.curves import arm_of
+from tools.denoiser_error import arm_means, heatmap, read_rows
+from training.checkpoint import checkpoint_path
 
-from evaluation import evaluate  # noqa: E402
-from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out  # noqa: E402
-from tools.convergence import Scoring, append_row, arm_of, fmt, markdown, read_curves, score_samples, seed_table  # noqa: E402
-from tools.denoiser_error import arm_means, heatmap, read_rows, score_run  # noqa: E402
-from training.checkpoint import checkpoint_path  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "results" / "attribution"
 CONFIG = ROOT / "configs" / "fashion_vit-t4_x0_min_snr.toml"
@@ -58,13 +56,14 @@ BASE = ["--global-batch-size", "32", "--ckpt-every", "250", "--keep-checkpoints"
 RECIPES = {
     "": [],
     "-norm": ["--data-norm", "channel"],
-    "-paper": ["--lr", "1e-4", "--adam-betas", "0.99", "0.99", "--weight-decay", "0.03", "--warmup-steps", "0",
-               "--class-dropout", "0.15"],
-}  # fmt: skip
+    "-paper": "--lr 1e-4 --adam-betas 0.99 0.99 --weight-decay 0.03 --warmup-steps 0 --class-dropout 0.15".split(),
+}
 STAGE_STEPS = {1: 1500, 2: 3000}
 FD_STEPS = (500, 1000, 1500, 2000, 2500, 3000)
 NUM_SAMPLES = 1000
 SWITCH_SIGMA = 1.0
+STUDY = Study(OUT, "attribution_study")
+ATTRIBUTION_FIELDS = ["high", "low", "step", "switch_sigma", "fd_fashion", "sfd_fashion"]  # attribution.csv
 
 
 def run_flags(name: str) -> list[str]:
@@ -94,41 +93,16 @@ def wait_for(path: Path) -> None:
 
 
 def train(name: str, steps: int) -> Path:
-    run = OUT / "runs" / name
-    if checkpoint_path(run / "checkpoints", steps).exists():
-        return run
-    print(f"training {name} to step {steps}", flush=True)
-    cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(CONFIG), *BASE, *run_flags(name),
-           "--max-steps", str(steps), "--results-dir", str(run), "--resume", "auto"]  # fmt: skip
-    with open(OUT / "runs" / f"{name}.out", "a") as log:
-        if subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=log).returncode:
-            sys.exit(f"attribution_study: training {name} failed; see {OUT / 'runs' / (name + '.out')}")
-    return run
+    return STUDY.train(name, CONFIG, [*BASE, *run_flags(name), "--max-steps", str(steps)], steps)
 
 
 def scored(metric: str) -> set[tuple[str, int]]:
-    return {(r["run"], r["step"]) for r in read_curves(OUT / "curves.csv") if r["metric"] == metric}
+    return STUDY.scored(metric)
 
 
 def fd(run: Path, step: int, scoring: Scoring, suffix: str = "", extra: tuple[str, ...] = ()) -> None:
     """FD- and sFD-fashion of one checkpoint into curves.csv, as metrics fd_fashion<suffix> and sfd_fashion<suffix>."""
-    if (run.name, step) in scored(f"fd_fashion{suffix}"):
-        return
-    work = OUT / f"work-{os.getpid()}"
-    work.mkdir(exist_ok=True)
-    values = score_samples(checkpoint_path(run / "checkpoints", step), scoring, "fid,sfid", work, extra)
-    for metric in ("sfd_fashion", "fd_fashion"):  # fd last: its row marks the pair as done
-        append_row(OUT / "curves.csv", {"run": run.name, "step": step, "metric": metric + suffix,
-                                        "value": f"{values[metric]:.6g}"})  # fmt: skip
-    print(f"{run.name} step {step}{suffix}: FD {values['fd_fashion']:.4g}, sFD {values['sfd_fashion']:.4g}", flush=True)
-    work.rmdir()
-
-
-def denoise(run: Path) -> None:
-    args = argparse.Namespace(weights="ema", timesteps=list(DEFAULT_TIMESTEPS), seed=0, every=500)
-    x, y = held_out(None, 1000)
-    done = {(r["run"], int(r["step"]), r["weights"]) for r in read_rows(OUT / "denoiser.csv")}
-    score_run(run, args, x, y, floors(x, y), done, OUT / "denoiser.csv")
+    STUDY.score(run, step, scoring, ("sfd_fashion", "fd_fashion"), suffix, extra)  # fd last: it marks the pair done
 
 
 def attribution(seed: int, high: str, low: str, step: int = 1500) -> None:
@@ -141,18 +115,14 @@ def attribution(seed: int, high: str, low: str, step: int = 1500) -> None:
     low_ckpt = checkpoint_path(runs / f"{low}-s{seed}" / "checkpoints", step)
     work = OUT / f"work-{os.getpid()}"
     work.mkdir(exist_ok=True)
-    values = score_samples(checkpoint_path(runs / f"{high}-s{seed}" / "checkpoints", step), Scoring(
-        num_samples=NUM_SAMPLES, sampler="heun", steps=10), "fid,sfid", work,
-        ("--low-ckpt", str(low_ckpt), "--switch-sigma", str(SWITCH_SIGMA)))  # fmt: skip
+    high_ckpt = checkpoint_path(runs / f"{high}-s{seed}" / "checkpoints", step)
+    heun = Scoring(num_samples=NUM_SAMPLES, sampler="heun", steps=10)
+    switch = ("--low-ckpt", str(low_ckpt), "--switch-sigma", str(SWITCH_SIGMA))
+    values = score_samples(high_ckpt, heun, "fid,sfid", work, switch)
     work.rmdir()
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, ["high", "low", "step", "switch_sigma", "fd_fashion", "sfd_fashion"])
-        if new:
-            writer.writeheader()
-        writer.writerow({"high": f"{high}-s{seed}", "low": f"{low}-s{seed}", "step": step,
-                         "switch_sigma": SWITCH_SIGMA, "fd_fashion": f"{values['fd_fashion']:.6g}",
-                         "sfd_fashion": f"{values['sfd_fashion']:.6g}"})  # fmt: skip
+    row = {"high": f"{high}-s{seed}", "low": f"{low}-s{seed}", "step": step, "switch_sigma": SWITCH_SIGMA}
+    row |= {metric: f"{values[metric]:.6g}" for metric in ("fd_fashion", "sfd_fashion")}
+    append_rows(path, ATTRIBUTION_FIELDS, [row])
     print(f"attribution seed {seed}: {high} above σ={SWITCH_SIGMA}, {low} below: FD {values['fd_fashion']:.4g}")
 
 
@@ -172,8 +142,7 @@ def real_floor() -> None:
     values = evaluate("fashion-test", path, "fid,sfid", "fashion")["metrics"]
     path.unlink()
     for metric in ("sfd_fashion", "fd_fashion"):
-        append_row(OUT / "curves.csv", {"run": "real-train", "step": 0, "metric": metric,
-                                        "value": f"{values[metric]:.6g}"})  # fmt: skip
+        append_row(STUDY.curves, {"run": "real-train", "step": 0, "metric": metric, "value": f"{values[metric]:.6g}"})
 
 
 def extras(worker: int) -> None:
@@ -185,8 +154,12 @@ def extras(worker: int) -> None:
     attribution(worker, "x0-const", "x0-min_snr")
     attribution(worker, "x0-min_snr", "x0-const")
     for k in (1, 2):
-        fd(runs / f"{arm}-s0", 1500, Scoring(num_samples=NUM_SAMPLES, sampler="heun", steps=10, seed=k * 100_000),
-           f"@seed{k}")  # fmt: skip
+        fd(
+            runs / f"{arm}-s0",
+            1500,
+            Scoring(num_samples=NUM_SAMPLES, sampler="heun", steps=10, seed=k * 100_000),
+            f"@seed{k}",
+        )
     if worker == 0:
         real_floor()
     for seed in (0, 1):
@@ -199,7 +172,7 @@ def work(worker: int, stage: int) -> None:
     steps = STAGE_STEPS[stage]
     for i, name in enumerate(plan(stage)[worker]):
         run = train(name, steps)
-        denoise(run)
+        STUDY.denoise(run, 500)
         for step in (s for s in FD_STEPS if s <= steps):
             fd(run, step, heun)
         if stage == 1 and i == 1:  # after both seeds of the base pair: the scoring-only factors
@@ -236,15 +209,9 @@ def report() -> None:
             ax = axes[i, j]
             for arm, cells in seed_table(rows, metric).items():
                 if arm.endswith(recipe) and (recipe or not arm.endswith(tuple(r for r in RECIPES if r))):
-                    steps = sorted(cells)
-                    ax.plot(steps, [sum(cells[s]) / len(cells[s]) for s in steps], marker="o", label=arm)
-                    for s in steps:
-                        ax.scatter([s] * len(cells[s]), cells[s], s=8, color=ax.lines[-1].get_color(), alpha=0.5)
-            ax.set_yscale("log")
+                    plot_seed_means(ax, cells, arm)
             ax.set_title(f"{RECIPE_NAMES[recipe]}: {metric}", fontsize=9)
-            ax.set_xlabel("training steps")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
+            finish_axes(ax, 7)
     fig.tight_layout()
     fig.savefig(OUT / "curves.png")
     plt.close(fig)
@@ -253,12 +220,20 @@ def report() -> None:
     for recipe in recipes:
         arms = [f"x0-const{recipe}", f"x0-min_snr{recipe}"]
         if recipe == "":
-            arms += [a for a in ("x0-min_snr_g1", "x0-min_snr_g2", "x0-min_snr_g20") if any(
-                arm_of(r["run"]) == a for r in denoiser)]  # fmt: skip
+            arms += [
+                a
+                for a in ("x0-min_snr_g1", "x0-min_snr_g2", "x0-min_snr_g20")
+                if any(arm_of(r["run"]) == a for r in denoiser)
+            ]
         chosen = [r for r in denoiser if arm_of(r["run"]) in arms and int(r["step"]) % 500 == 0]
         if any(arm_of(r["run"]) == arms[0] for r in chosen):
-            heatmap(chosen, arms, "ema", OUT / f"heatmap_{RECIPE_NAMES[recipe]}.png",
-                    f"{RECIPE_NAMES[recipe]} recipe: unweighted x0-MSE on 1000 test images, fixed noise")  # fmt: skip
+            heatmap(
+                chosen,
+                arms,
+                "ema",
+                OUT / f"heatmap_{RECIPE_NAMES[recipe]}.png",
+                f"{RECIPE_NAMES[recipe]} recipe: unweighted x0-MSE on 1000 test images, fixed noise",
+            )
 
     parts = []
     for metric in ("fd_fashion", "sfd_fashion", "fd_fashion@ddpm100", "sfd_fashion@ddpm100"):
@@ -274,21 +249,40 @@ def report() -> None:
         parts.append("**noise floor**\n\n" + markdown(["run", "step", "metric", "value"], lines))
     path = OUT / "attribution.csv"
     if path.exists():
-        lines = [[r["high"], r["low"], r["step"], r["switch_sigma"], f"{float(r['fd_fashion']):.1f}",
-                  f"{float(r['sfd_fashion']):.1f}"] for r in csv.DictReader(path.open())]  # fmt: skip
-        parts.append("**noise-band attribution** (Heun-10; `high` samples σ > switch, `low` below)\n\n"
-                     + markdown(["high", "low", "step", "switch σ", "FD-fashion", "sFD-fashion"], lines))  # fmt: skip
+        lines = [
+            [
+                r["high"],
+                r["low"],
+                r["step"],
+                r["switch_sigma"],
+                f"{float(r['fd_fashion']):.1f}",
+                f"{float(r['sfd_fashion']):.1f}",
+            ]
+            for r in csv.DictReader(path.open())
+        ]
+        parts.append(
+            "**noise-band attribution** (Heun-10; `high` samples σ > switch, `low` below)\n\n"
+            + markdown(["high", "low", "step", "switch σ", "FD-fashion", "sFD-fashion"], lines)
+        )
     if denoiser:
         last = max(int(r["step"]) for r in denoiser if int(r["step"]) <= 1500)
         means = arm_means([r for r in denoiser if int(r["step"]) == last], "ema")
         ts = sorted({int(r["t"]) for r in denoiser}, reverse=True)
         lines = [[arm, *(f"{cells[(last, t)]:.3g}" for t in ts)] for arm, cells in means.items()]
         f0 = denoiser[0]
-        lines.append(["floors: zero / data mean / class mean", f"{float(f0['floor_zero']):.3g}",
-                      f"{float(f0['floor_mean']):.3g}", f"{float(f0['floor_class_mean']):.3g}"])  # fmt: skip
+        lines.append(
+            [
+                "floors: zero / data mean / class mean",
+                f"{float(f0['floor_zero']):.3g}",
+                f"{float(f0['floor_mean']):.3g}",
+                f"{float(f0['floor_class_mean']):.3g}",
+            ]
+        )
         snr = {int(r["t"]): float(r["snr"]) for r in denoiser}
-        parts.append(f"**x0-MSE at step {last}**, seed mean, by t (SNR)\n\n"
-                     + markdown(["arm", *(f"{t} ({snr[t]:.2g})" for t in ts)], lines))  # fmt: skip
+        parts.append(
+            f"**x0-MSE at step {last}**, seed mean, by t (SNR)\n\n"
+            + markdown(["arm", *(f"{t} ({snr[t]:.2g})" for t in ts)], lines)
+        )
     (OUT / "tables.md").write_text("\n\n".join(parts) + "\n")
     print((OUT / "tables.md").read_text())
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU version of `make reproduce-small` (results/gpu-small/), sized for a short loan of one card:
-#   bash tools/reproduce_gpu_small.sh OUT_DIR [FASHION_DIR]
+#   bash studies/reproduce_gpu_small.sh OUT_DIR [FASHION_DIR]
 # The main pair only (x0: const against min_snr, γ = 5) with 3 seeds, ViT-S/4 on Fashion-MNIST (the CPU study's
 # recipe, configs/fashion_vit-t4_x0_min_snr.toml, with a bigger model and batch), all 6 runs side by side on the
 # one card, checkpointing every CKPT_EVERY steps, until SCORE_S seconds before the end of BUDGET_S. Meanwhile one
@@ -10,15 +10,16 @@
 # of about 3000 steps, all 35 checkpoints scored; add SKIP_EVAL_CHECK=1 as that run did). For a longer study
 # raise BUDGET_S (and NUM_SAMPLES, CKPT_EVERY with it). A toy run on the CPU, for checking the script itself:
 #   MODEL=ViT-T/4 BATCH=32 CKPT_EVERY=50 NUM_SAMPLES=300 SEEDS=0 EXTRA= BUDGET_S=360 SCORE_S=90 OMP_NUM_THREADS=1 \
-#     bash tools/reproduce_gpu_small.sh /tmp/out
+#     bash studies/reproduce_gpu_small.sh /tmp/out
 # First, evaluate_fid.py's CUDA path against its CPU path on a randomly initialised Inception (issue #5), unless
 # SKIP_EVAL_CHECK=1.
 set -uo pipefail
-final=${1:?usage: tools/reproduce_gpu_small.sh OUT_DIR [FASHION_DIR]}
+final=${1:?usage: studies/reproduce_gpu_small.sh OUT_DIR [FASHION_DIR]}
 mkdir -p "$final"
 if [ -n "${2:-}" ]; then  # hand the IDX files to the torchvision fallback when the Debian package is absent
   raw=~/.cache/minsnr-dit/FashionMNIST/raw && mkdir -p $raw && cp "$2"/*.gz $raw && gunzip -kf $raw/*.gz
 fi
+# A lent card has no editable install (make setup), so the scripts import from here.
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 TORCHINDUCTOR_COMPILE_THREADS=2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}  # 12 processes share the CPU cores; the default (all cores each) thrashes
 MODEL=${MODEL:-ViT-S/4} BATCH=${BATCH:-128} CKPT_EVERY=${CKPT_EVERY:-500} NUM_SAMPLES=${NUM_SAMPLES:-2000}

@@ -1,8 +1,8 @@
 """kill -9 campaigns: start a command, SIGKILL it at a random moment, check its output tree, re-run it to the end,
 and compare the result bit for bit with an uninterrupted run.
 
-    PYTHONPATH=. python tools/crash_campaign.py --kills 30                       # the long campaign, every job
-    PYTHONPATH=. python tools/crash_campaign.py --kills 3 --jobs train-1,extract
+    python -m tests.crash_campaign --kills 30                       # the long campaign, every job (repo root)
+    python -m tests.crash_campaign --kills 3 --jobs train-1,extract
 
 Jobs (tiny, on the embedded default or tiny random data): train-1 and train-2 (``train.py``, 1 process and
 ``torchrun`` with 2), sample-1 and sample-2 (``sample_ddp.py``), extract (``extract_features.py``). Each job first
@@ -11,7 +11,7 @@ runs once uninterrupted: the reference, and the length T of the window the kill 
 A chain: start the job in a fresh directory, kill it (every process of it, torchrun's workers included) at a
 moment uniform in [0, T) (with ``--aim saves``: at the first save that starts after that moment), check the tree,
 start it again (``--resume auto`` for training, the same command for the others), kill again, ... ``--chain``
-kills, then run it to the end and compare. Killed runs go through tools/slow_writes.py, which pauses inside every
+kills, then run it to the end and compare. Killed runs go through tests/slow_writes.py, which pauses inside every
 atomic write, so many kills land inside a save; such a kill is seen as a temporary file left behind.
 
 After every kill, every file under a final name must equal the reference's (checkpoints: model, EMA and step;
@@ -36,11 +36,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from tests.processes import launcher
+from training.checkpoint import list_checkpoints, load_checkpoint
 
-from tests.processes import launcher  # noqa: E402
-from training.checkpoint import list_checkpoints, load_checkpoint  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MARK = "CRASH_CAMPAIGN_RUN"  # an environment variable every process of one run inherits, torchrun's workers too
 
@@ -54,25 +53,27 @@ class Job:
 
     def args(self, fixture: Path, out: Path) -> list[str]:
         if self.kind == "train":
-            return ["--model", "DiT-T/4", "--global-batch-size", "4", "--num-workers", "0", "--max-steps", "8",
-                    "--ckpt-every", "2", "--log-every", "2", "--keep-checkpoints", "0", "--results-dir", str(out),
-                    "--resume", "auto"]  # fmt: skip
+            tiny = "--model DiT-T/4 --global-batch-size 4 --num-workers 0 --max-steps 8 --ckpt-every 2 --log-every 2"
+            return [*tiny.split(), "--keep-checkpoints", "0", "--results-dir", str(out), "--resume", "auto"]
         if self.kind == "sample":
-            return ["--ckpt", str(fixture / "run/checkpoints/0000001.pt"), "--num-samples", "40",
-                    "--per-proc-batch-size", "4", "--sampler", "ddpm", "--steps", "4", "--cfg-scale", "1",
-                    "--out", str(out / "s.npz"), "--png-dir", str(out / "png")]  # fmt: skip
-        return ["--data-path", str(fixture / "images"), "--out", str(out / "latents"), "--image-size", "16",
-                "--vae", str(fixture / "vae"), "--shard-size", "2", "--batch-size", "2",
-                "--num-workers", "0"]  # fmt: skip
+            sampler = "--num-samples 40 --per-proc-batch-size 4 --sampler ddpm --steps 4 --cfg-scale 1".split()
+            ckpt = fixture / "run/checkpoints/0000001.pt"
+            return ["--ckpt", str(ckpt), *sampler, "--out", str(out / "s.npz"), "--png-dir", str(out / "png")]
+        encode = "--image-size 16 --shard-size 2 --batch-size 2 --num-workers 0".split()
+        paths = ["--data-path", str(fixture / "images"), "--out", str(out / "latents"), "--vae", str(fixture / "vae")]
+        return [*paths, *encode]
 
 
-JOBS = {job.name: job for job in (
-    Job("train-1", 1, "train.py", "train"),
-    Job("train-2", 2, "train.py", "train"),
-    Job("sample-1", 1, "sample_ddp.py", "sample"),
-    Job("sample-2", 2, "sample_ddp.py", "sample"),
-    Job("extract", 1, "extract_features.py", "extract"),
-)}  # fmt: skip
+JOBS = {
+    job.name: job
+    for job in (
+        Job("train-1", 1, "train.py", "train"),
+        Job("train-2", 2, "train.py", "train"),
+        Job("sample-1", 1, "sample_ddp.py", "sample"),
+        Job("sample-2", 2, "sample_ddp.py", "sample"),
+        Job("extract", 1, "extract_features.py", "extract"),
+    )
+}
 
 
 def make_fixture(root: Path) -> None:
@@ -89,14 +90,20 @@ def make_fixture(root: Path) -> None:
     from diffusers import AutoencoderKL
 
     torch.manual_seed(0)
-    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1,
-                  norm_num_groups=8, sample_size=16).save_pretrained(root / "vae")  # fmt: skip
+    AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=16,
+    ).save_pretrained(root / "vae")
     (root / "done").touch()
 
 
 def env(marker: str = "") -> dict:
-    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", MARK: marker}
+    return {**os.environ, "OMP_NUM_THREADS": "1", MARK: marker}
 
 
 def run(cmd: list[str]) -> None:
@@ -106,7 +113,7 @@ def run(cmd: list[str]) -> None:
 
 
 def command(job: Job, fixture: Path, out: Path, slow: bool) -> list[str]:
-    script = [str(ROOT / "tools/slow_writes.py")] if slow else []
+    script = [str(ROOT / "tests/slow_writes.py")] if slow else []
     return [*launcher(job.nproc), *script, str(ROOT / job.script), *job.args(fixture, out)]
 
 
@@ -143,8 +150,11 @@ def kill_all(marker: str, proc: subprocess.Popen) -> None:
 def final_files(out: Path) -> list[Path]:
     """The output files under final names (temporary files, logs and TensorBoard are not results)."""
     skip = {"log.txt", "metrics.csv", "config.json"}
-    return sorted(p for p in out.rglob("*") if p.is_file() and not p.name.endswith(".tmp") and p.name not in skip
-                  and "tensorboard" not in p.parts)  # fmt: skip
+    return sorted(
+        p
+        for p in out.rglob("*")
+        if p.is_file() and not p.name.endswith(".tmp") and p.name not in skip and "tensorboard" not in p.parts
+    )
 
 
 def temporaries(out: Path) -> list[str]:
@@ -225,16 +235,24 @@ def campaign(job: Job, kills: int, chain: int, aim: str, work: Path, rng: random
         for attempt in range(min(chain, kills - sent)):
             marker = uuid.uuid4().hex
             with open(log, "wb") as stderr:
-                proc = subprocess.Popen(command(job, fixture, out, slow=True), env=env(marker),
-                                        stdout=subprocess.DEVNULL, stderr=stderr)  # fmt: skip
+                proc = subprocess.Popen(
+                    command(job, fixture, out, slow=True), env=env(marker), stdout=subprocess.DEVNULL, stderr=stderr
+                )
             delay = rng.uniform(0, window)
             finished = wait(proc, delay, marker, out if aim == "saves" else None)
             if not finished:
                 kill_all(marker, proc)
             err = log.read_text(errors="replace").strip().splitlines()
-            row = {"job": job.name, "chain": number, "attempt": attempt, "delay_s": f"{delay:.2f}",
-                   "killed": int(not finished), "in_save": " ".join(temporaries(out)), "files": len(final_files(out)),
-                   "exit": proc.returncode}  # fmt: skip
+            row = {
+                "job": job.name,
+                "chain": number,
+                "attempt": attempt,
+                "delay_s": f"{delay:.2f}",
+                "killed": int(not finished),
+                "in_save": " ".join(temporaries(out)),
+                "files": len(final_files(out)),
+                "exit": proc.returncode,
+            }
             problems = differences(job, out, ref)
             if finished and proc.returncode:
                 problems.append(f"the re-run failed: {err[-1] if err else proc.returncode}")
@@ -243,12 +261,23 @@ def campaign(job: Job, kills: int, chain: int, aim: str, work: Path, rng: random
             sent += not finished
             if finished:
                 break
-        res = subprocess.run(command(job, fixture, out, slow=False), capture_output=True, text=True, env=env(),
-                             timeout=900)  # fmt: skip
+        res = subprocess.run(
+            command(job, fixture, out, slow=False), capture_output=True, text=True, env=env(), timeout=900
+        )
         problems = complete(job, out, ref) if res.returncode == 0 else [f"final run: {res.stderr.strip()[-300:]}"]
-        rows.append({"job": job.name, "chain": number, "attempt": "final", "delay_s": "", "killed": 0,
-                     "in_save": " ".join(temporaries(out)), "files": len(final_files(out)), "exit": res.returncode,
-                     "problems": "; ".join(problems)})  # fmt: skip
+        rows.append(
+            {
+                "job": job.name,
+                "chain": number,
+                "attempt": "final",
+                "delay_s": "",
+                "killed": 0,
+                "in_save": " ".join(temporaries(out)),
+                "files": len(final_files(out)),
+                "exit": res.returncode,
+                "problems": "; ".join(problems),
+            }
+        )
         if not problems:
             shutil.rmtree(out)
         number += 1
@@ -256,8 +285,10 @@ def campaign(job: Job, kills: int, chain: int, aim: str, work: Path, rng: random
 
 
 def summary(rows: list[dict]) -> str:
-    lines = ["| job | kills sent | in a save | re-runs after a kill | final results bitwise equal | files lost or "
-             "corrupt |", "|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| job | kills sent | in a save | re-runs after a kill | final results bitwise equal | files lost or corrupt |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in dict.fromkeys(r["job"] for r in rows):
         mine = [r for r in rows if r["job"] == name]
         kills = [r for r in mine if r["attempt"] != "final" and int(r["killed"])]
@@ -267,8 +298,10 @@ def summary(rows: list[dict]) -> str:
         )
         bad = sum(1 for r in mine if r["attempt"] != "final" and r["problems"])
         equal = sum(1 for r in finals if not r["problems"])
-        lines.append(f"| {name} | {len(kills)} | {sum(1 for r in kills if r['in_save'])} | {reruns} | "
-                     f"{equal} of {len(finals)} | {bad} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {len(kills)} | {sum(1 for r in kills if r['in_save'])} | {reruns} | "
+            f"{equal} of {len(finals)} | {bad} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -277,8 +310,12 @@ def main() -> None:
     p.add_argument("--kills", type=int, default=30, help="kills per job")
     p.add_argument("--chain", type=int, default=3, help="kills per chain before the run may finish")
     p.add_argument("--jobs", default=",".join(JOBS), help=f"comma-separated, of {', '.join(JOBS)}")
-    p.add_argument("--aim", choices=("random", "saves"), default="random",
-                   help="random: kill at the drawn moment; saves: at the first save after it")  # fmt: skip
+    p.add_argument(
+        "--aim",
+        choices=("random", "saves"),
+        default="random",
+        help="random: kill at the drawn moment; saves: at the first save after it",
+    )
     p.add_argument("--pause", type=float, default=0.3, help="seconds each atomic write of a killed run pauses, twice")
     p.add_argument("--seed", type=int, default=0, help="seeds the kill moments")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "crash")

@@ -12,17 +12,14 @@ committed ones in results/small/curves.csv; ``--out results/small`` resumes into
 """
 
 import argparse
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+from studies.common import Study, compare_with_committed
+from tools import convergence
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tools.convergence import compare_with_committed  # noqa: E402
-
 COMMITTED = ROOT / "results" / "small"
+CONFIG = ROOT / "configs" / "fashion_vit-t4_x0_min_snr.toml"
 
 # name, prediction, weighting, γ, seed; the main pair (x0: const against min_snr) comes first.
 RUNS = [
@@ -53,24 +50,15 @@ def main() -> None:
     p.add_argument("--only", help="comma-separated run names (default: all)")
     args = p.parse_args()
     runs = [r for r in RUNS if args.only is None or r[0] in args.only.split(",")]
-    env = {"PYTHONPATH": str(ROOT)}
+    study = Study(args.out, "reproduce_small")
     for name, prediction, weighting, gamma, seed in runs:
-        run_dir = args.out / "runs" / name
-        if (run_dir / "checkpoints" / f"{args.max_steps:07d}.pt").exists():
-            continue
-        print(f"training {name}", flush=True)
-        cmd = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/fashion_vit-t4_x0_min_snr.toml"),
-               "--prediction", prediction, "--weighting", weighting, "--snr-gamma", str(gamma), "--seed", str(seed),
-               "--max-steps", str(args.max_steps), "--global-batch-size", str(args.batch_size),
-               "--ckpt-every", str(args.ckpt_every), "--keep-checkpoints", "0",
-               "--results-dir", str(run_dir), "--resume", "auto"]  # fmt: skip
-        if subprocess.run(cmd, env={**os.environ, **env}).returncode != 0:
-            sys.exit(f"reproduce_small: training {name} failed")
-    cmd = [sys.executable, str(ROOT / "tools/convergence.py"), *(f"{r[0]}={args.out / 'runs' / r[0]}" for r in runs),
-           "--out", str(args.out), "--num-samples", str(args.num_samples), "--steps", str(args.steps),
-           "--title", "Fashion-MNIST, ViT-T/4: FD-fashion of the EMA weights"]  # fmt: skip
-    if code := subprocess.run(cmd, env={**os.environ, **env}).returncode:
-        sys.exit(code)
+        flags = ["--prediction", prediction, "--weighting", weighting, "--snr-gamma", str(gamma), "--seed", str(seed)]
+        flags += ["--max-steps", str(args.max_steps), "--global-batch-size", str(args.batch_size)]
+        flags += ["--ckpt-every", str(args.ckpt_every), "--keep-checkpoints", "0"]
+        study.train(name, CONFIG, flags, args.max_steps, log=False)
+    scores = [f"{name}={study.runs / name}" for name, *_ in runs]
+    scores += ["--out", str(args.out), "--num-samples", str(args.num_samples), "--steps", str(args.steps)]
+    convergence.main([*scores, "--title", "Fashion-MNIST, ViT-T/4: FD-fashion of the EMA weights"])
     if args.out.resolve() != COMMITTED.resolve():
         print(compare_with_committed(args.out / "curves.csv", COMMITTED / "curves.csv", "fd_fashion"))
 

@@ -1,0 +1,1 @@
+"""Speed benchmarks; their measured figures are in bench/RESULTS.md."""

@@ -1,0 +1,1 @@
+"""User commands: scoring, curves, the demo, the diffusers export, the README model table, the classifier."""
