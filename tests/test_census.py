@@ -86,10 +86,29 @@ def test_train_batch_that_does_not_divide_by_the_world_size(tmp_path):
     refused(cmd, tmp_path, "--global-batch-size 4 does not divide by 3 processes", {**ENV, "WORLD_SIZE": "3"})
 
 
+def test_train_eval_samples_that_one_process_fills_and_two_do_not(tmp_path):
+    cmd = [str(ROOT / "train.py"), *TRAIN, "--eval-every", "1", "--eval-samples", "20", "--eval-batch-size", "20",
+           "--results-dir", "run"]  # fmt: skip
+    refused(cmd, tmp_path, "--eval-batch-size 20 × 2 process(es) = 40", {**ENV, "WORLD_SIZE": "2"})
+
+
 RUN_OPTIONS = {
     "--grad-accum that does not divide the batch": (["--grad-accum", "3"], "--grad-accum 3 does not divide"),
     "--keep-every < 1": (["--keep-every", "0"], "--keep-every must be >= 1, got 0"),
     "a conflicting accelerate setting": (["--precision", "fp32"], "accelerate asks for precision bf16"),
+    "--eval-every with a reference that does not exist": (
+        ["--eval-every", "1", "--eval-ref", "missing.npz"],
+        "--eval-every needs a reference it can score against: missing.npz does not exist",
+    ),
+    "--eval-every on --data-path without --eval-ref": (
+        ["--eval-every", "1", "--data-path", "latents"],
+        "--eval-every on --data-path needs --eval-ref",
+    ),
+    "--eval-samples that do not fill the batches": (
+        ["--eval-every", "1", "--eval-samples", "30", "--eval-batch-size", "20"],
+        "--eval-samples 30 does not fill whole batches across ranks: it must be a multiple (>= 2) of "
+        "--eval-batch-size 20 × 1 process(es) = 20",
+    ),
 }
 
 

@@ -3,6 +3,7 @@ same for 1 and 2 processes, and scoring leaves the training trajectory bit for b
 
 import csv
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -99,3 +100,13 @@ def test_scoring_leaves_the_training_trajectory_bit_identical(scored, tmp_path):
         assert all(torch.equal(with_eval[part][k], plain[part][k]) for k in plain[part]), part
     assert scores(scored, "loss") == scores(tmp_path / "plain", "loss")
     assert "fd_fashion" not in (tmp_path / "plain/metrics.csv").read_text()
+
+
+def test_a_rerun_removes_a_killed_grid_write(scored, ref, tmp_path):
+    """RUN/eval is one of train.py's outputs, so the temporary file of a grid write killed mid-save goes on restart."""
+    copy = tmp_path / "run"
+    shutil.copytree(scored, copy)
+    planted = copy / "eval/.0000004.png.k1ll.tmp"
+    planted.write_bytes(b"half a png")
+    run("train.py", [*TRAIN, "--max-steps", "4", *eval_flags(ref, 2), "--results-dir", copy, "--resume", "auto"])
+    assert not planted.exists() and (copy / "eval/0000004.png").exists()
