@@ -10,11 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import AutoencoderKL
 from PIL import Image
 
 from evaluation import evaluate
+from evaluation.features import save_random_inception
 from tests.processes import launcher
 from training.checkpoint import load_checkpoint
+from training.logger import RunLogger
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -68,6 +71,7 @@ def test_the_score_is_sample_ddp_and_evaluate_fid_on_the_checkpoint(scored, ref,
                           "--steps", SAMPLING["steps"], "--cfg-scale", SAMPLING["cfg-scale"], "--seed",
                           SAMPLING["seed"], "--out", npz])  # fmt: skip
     result = evaluate(ref, npz, "fid", "fashion", batch_size=SAMPLING["batch-size"], device="cpu")
+    assert np.isfinite(result["metrics"]["fd_fashion"])
     assert logged[4] == f"{result['metrics']['fd_fashion']:.6g}"  # metrics.csv keeps 6 significant digits
     # the grid: a row per class (sample i has label i mod 10), the first 2 samples of each, 2-pixel gaps
     grid = np.asarray(Image.open(scored / "eval/0000004.png"))
@@ -110,3 +114,54 @@ def test_a_rerun_removes_a_killed_grid_write(scored, ref, tmp_path):
     planted.write_bytes(b"half a png")
     run("train.py", [*TRAIN, "--max-steps", "4", *eval_flags(ref, 2), "--results-dir", copy, "--resume", "auto"])
     assert not planted.exists() and (copy / "eval/0000004.png").exists()
+
+
+def test_curves_reads_the_score_from_the_training_log(scored):
+    from tools.curves import load
+
+    assert [step for step, _ in load([str(scored)], "fd_fashion")[str(scored)]] == [2, 4]
+
+
+def test_a_resumed_log_widens_its_header_for_the_first_score(tmp_path):
+    """A run that logged without scores, resumed with --eval-every: the header gains the columns, old rows are
+    padded with empty cells, and every row keeps its values."""
+    first = RunLogger(tmp_path, True)
+    first.metrics(1, {"loss": 0.5, "lr": 1e-3})
+    first.close()
+    again = RunLogger(tmp_path, True, start_step=1)
+    again.metrics(2, {"loss": 0.25, "lr": 1e-3})
+    again.metrics(2, {"fd_fashion": 40.0, "eval_s": 3.0})
+    again.close()
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows == [["step", "loss", "lr", "fd_fashion", "eval_s"], ["1", "0.5", "0.001", "", ""],
+                    ["2", "0.25", "0.001", "", ""], ["2", "", "", "40", "3"]]  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:the .* covariance .* is singular")
+def test_latent_runs_are_decoded_and_scored_by_fid(tmp_path):
+    """The ImageNet route at toy size: images encoded by a tiny VAE, samples decoded by it, FID in (random)
+    Inception features against a reference .npz; the same number as sample_ddp.py + evaluate() on the checkpoint."""
+    images, vae = tmp_path / "images", tmp_path / "vae"
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        (images / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / "ab"[i % 2] / f"{i}.png")
+    torch.manual_seed(0)
+    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1,
+                  norm_num_groups=8, sample_size=16).save_pretrained(vae)  # fmt: skip
+    weights = save_random_inception(tmp_path / "inception.pth")
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, arr_0=np.random.default_rng(1).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8))
+    flags = ["--eval-every", "2", "--eval-ref", ref, "--eval-weights", weights, "--eval-samples", "10",
+             "--eval-batch-size", "5", "--eval-steps", "2", "--eval-cfg-scale", "1"]  # fmt: skip
+    run("train.py", ["--model", "DiT-T/4", "--data-path", images, "--vae", vae, "--image-size", "16",
+                     "--global-batch-size", "4", "--num-workers", "0", "--max-steps", "2", "--lr", "1e-2",
+                     "--ema-decay", "0.5", *flags, "--results-dir", tmp_path / "run"])  # fmt: skip
+    npz = tmp_path / "s.npz"
+    run("sample_ddp.py", ["--ckpt", tmp_path / "run/checkpoints/0000002.pt", "--num-samples", "10",
+                          "--per-proc-batch-size", "5", "--steps", "2", "--cfg-scale", "1", "--out", npz])  # fmt: skip
+    result = evaluate(ref, npz, "fid", "inception", str(weights), batch_size=5, device="cpu")
+    assert np.isfinite(result["metrics"]["fid"])
+    assert scores(tmp_path / "run", "fid") == {2: f"{result['metrics']['fid']:.6g}"}
