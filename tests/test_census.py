@@ -142,6 +142,15 @@ def save_images(d: Path, n: int = 4, mode: str = "L", start: int = 0) -> None:
         Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).convert(mode).save(d / f"{i}.png")
 
 
+def test_train_fd_fashion_on_images_it_cannot_score(tmp_path):
+    save_images(tmp_path / "images/a", mode="RGB")
+    cmd = [str(ROOT / "train.py"), *TRAIN, "--data-path", "images", "--vae", "none", "--image-size", "16",
+           "--eval-every", "1", "--eval-extractor", "fashion", "--eval-ref", "fashion-test", "--eval-samples", "4",
+           "--eval-batch-size", "2", "--results-dir", "run"]  # fmt: skip
+    refused(cmd, tmp_path, "--eval-extractor fashion scores grey 28×28 or 32×32 images, and this run's samples are "
+            "[3, 16, 16]; use inception")  # fmt: skip
+
+
 def truncate(path: Path) -> None:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # the header survives, the pixel data does not

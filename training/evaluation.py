@@ -96,6 +96,11 @@ class Evaluator:
             raise ValueError(f"--eval-cfg-scale {args.eval_cfg_scale} needs an unconditional class, and this model "
                              "has none (--class-dropout 0); use --eval-cfg-scale 1")  # fmt: skip
         self.null_class = null_class
+        channels, size, _ = data.shape
+        if args.eval_extractor == "fashion" and (data.decoder or channels != 1 or size not in (28, 32)):
+            samples = "decoded latents" if data.decoder else list(data.shape)
+            raise ValueError(f"--eval-extractor fashion scores grey 28×28 or 32×32 images, and this run's samples "
+                             f"are {samples}; use inception")  # fmt: skip
         self.precision = args.eval_precision or ("bf16" if ctx.device.type == "cuda" else "fp32")
         self.spec = get_extractor(args.eval_extractor)
         self.metric = metric_names("fid", args.eval_extractor)[0]
