@@ -37,9 +37,9 @@ from training.checkpoint import (
 from training.cli import fail
 from training.config import parse_args, parser_defaults
 from training.ema import update_ema
-from training.evaluation import Evaluator, check_eval_flags, eval_defaults, write_grid
 from training.logger import RunLogger
 from training.rundir import check_run_dir, default_run_dir
+from training.scoring import Evaluator, check_eval_flags, eval_defaults, write_grid
 from training.step import BandLog, StepParts, draw_batch, learning_rate, make_optimizer, train_step
 
 

@@ -1,6 +1,6 @@
 """Drawing samples batch by batch: the guided network, the batches each rank draws, and one batch to uint8 images.
 
-``sample_ddp.py`` and the in-training evaluation (``training/evaluation.py``) both draw through these functions,
+``sample_ddp.py`` and the in-training evaluation (``training/scoring.py``) both draw through these functions,
 so at the same settings a batch is the same images in either: sample i has label i mod K and the noise of
 ``PerSampleNoise(seed + i)``, and batches of B samples are dealt to ranks round-robin.
 """

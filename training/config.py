@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_eval_flags(p: argparse.ArgumentParser) -> None:
-    """Scoring during training (training/evaluation.py, docs/training.md#scoring-during-training)."""
+    """Scoring during training (training/scoring.py, docs/training.md#scoring-during-training)."""
     g = p.add_argument_group("scoring during training (the EMA weights; sampled as sample_ddp.py samples)")
     a = g.add_argument
     a("--eval-every", type=int, default=0,
