@@ -37,9 +37,10 @@ format: $(VENV)/.installed
 test: setup lint
 	$(BIN)/python -m pytest -n auto --dist loadfile
 
-# Train a tiny DiT (x0, const) on Fashion-MNIST, sample it, score label accuracy and FD-fashion (results/demo/).
+# Train a tiny DiT (x0, const) on Fashion-MNIST, scored every 500 steps, sample it, score label accuracy and
+# FD-fashion (results/demo/). `make demo FIGURE=1` also redraws the README's picture, docs/assets/demo.png.
 demo: setup
-	$(BIN)/python tools/demo.py
+	$(BIN)/python tools/demo.py $(if $(FIGURE),--docs-figure)
 
 # The two studies train into a fresh directory (results/reproduce-*) and end by printing their FD-fashion beside
 # the committed numbers; OUT_DIR=results/small (or results/weightings) resumes into the committed study instead.

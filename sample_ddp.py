@@ -22,18 +22,10 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from data.vae import load_vae
-from diffusion import classifier_free_guidance, create_diffusion, switch_at_sigma, timestep_interval_sigmas
+from diffusion import create_diffusion, switch_at_sigma
 from diffusion.samplers import SAMPLERS, get_sampler
-from sampling import (
-    PerSampleNoise,
-    assemble_npz,
-    class_labels,
-    load_for_sampling,
-    quantize,
-    read_shard,
-    shard_path,
-    write_shard,
-)
+from sampling import assemble_npz, load_for_sampling, read_shard, shard_path, write_shard
+from sampling.generate import BatchSampler, batch_starts, guided_model, rank_starts
 from training import dist, precision
 from training.atomic import WriteError, atomic_write, remove_stale_outputs, write_text_atomic
 from training.cli import OneLineParser, fail
@@ -138,15 +130,8 @@ def setup(args, ctx: dist.Context) -> dict:
                              "models must share the target, schedule and data space")  # fmt: skip
         model = switch_at_sigma(model, low_model, diffusion, args.switch_sigma)
 
-    def net(x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with precision.autocast(ctx.device, args.precision):
-            return model(x, t, y).float()
-
-    interval = args.guidance_interval
-    if interval is not None:
-        lo, hi, kind = interval
-        interval = timestep_interval_sigmas(lo, hi, diffusion) if kind == "t" else (lo, hi)
-    guided = classifier_free_guidance(net, args.cfg_scale, spec.null_class, args.cfg_channels, interval, diffusion)
+    guided = guided_model(model, ctx.device, args.precision, args.cfg_scale, spec.null_class, args.cfg_channels,
+                          args.guidance_interval, diffusion)  # fmt: skip
     paths = outputs(args)
     shards = paths["shards"]
     wanted = settings(args, spec)
@@ -167,23 +152,17 @@ def setup(args, ctx: dist.Context) -> dict:
 @torch.no_grad()
 def sample(args, ctx: dist.Context, guided, diffusion, ts: list[int], vae, spec, shards: Path) -> None:
     B, N = args.per_proc_batch_size, args.num_samples
-    starts = list(range(0, N, B))
+    starts = batch_starts(N, B)
     todo = {s for s in starts if not shard_path(shards, s).exists()}
-    mine = [s for s in starts[ctx.rank :: ctx.world_size] if s in todo]
+    mine = [s for s in rank_starts(starts, ctx.rank, ctx.world_size) if s in todo]
     shape = (spec.model_kwargs["in_channels"], spec.model_kwargs["input_size"], spec.model_kwargs["input_size"])
-    sampler = get_sampler(args.sampler)
+    draw = BatchSampler(guided, get_sampler(args.sampler), ts, diffusion, shape, spec.num_classes, spec.to_data, vae,
+                        args.seed, ctx.device)  # fmt: skip
     done = sum(min(B, N - s) for s in starts if s not in todo)
     bar = tqdm(total=N, initial=done, unit="img", disable=not ctx.is_main, desc="sample")
     for start in mine:
         stop = min(start + B, N)
-        noise = PerSampleNoise(args.seed, start, stop)
-        x = noise(torch.empty(stop - start, *shape, device=ctx.device))
-        y = class_labels(start, stop, spec.num_classes).to(ctx.device)
-        x = sampler(guided, x, ts, diffusion, {"y": y}, noise_fn=noise)
-        x = spec.to_data(x)  # undo the training normalisation (or the latent scale factor)
-        if vae is not None:
-            x = vae.decode(x).sample
-        images = quantize(x)
+        images, y = draw(start, stop)
         for i, image in enumerate(images if args.png_dir else []):
             with atomic_write(args.png_dir / f"{start + i:06d}.png") as tmp:
                 Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(tmp, format="PNG")

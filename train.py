@@ -39,6 +39,7 @@ from training.config import parse_args, parser_defaults
 from training.ema import update_ema
 from training.logger import RunLogger
 from training.rundir import check_run_dir, default_run_dir
+from training.scoring import Evaluator, check_eval_flags, eval_defaults, write_grid
 from training.step import BandLog, StepParts, draw_batch, learning_rate, make_optimizer, train_step
 
 
@@ -68,11 +69,13 @@ def setup(args, ctx: dist.Context) -> dict:
     elif args.resume:
         resume = Path(args.resume)
     state = read_for_resume(resume, args, data, model) if resume is not None else None
+    evaluator = Evaluator(args, ctx, data, model.null_class) if args.eval_every else None  # last: it does work
     return {"diffusion": diffusion, "data": data, "model": model, "logvar": logvar, "run_dir": run_dir,
-            "state": state, "resume": resume}  # fmt: skip
+            "state": state, "resume": resume, "evaluator": evaluator}  # fmt: skip
 
 
-def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path, state: dict | None, resume) -> None:
+def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path, state: dict | None, resume,
+          evaluator: Evaluator | None = None) -> None:  # fmt: skip
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = make_optimizer(args, [*model.parameters(), *(logvar.parameters() if logvar is not None else [])])
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=args.precision == "fp16")
@@ -87,15 +90,19 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
     sampler = ResumableSampler(len(data.dataset), args.global_batch_size, ctx.rank, ctx.world_size, args.seed, step)
     loader = iter(DataLoader(data.dataset, batch, sampler=sampler, num_workers=args.num_workers,
                              pin_memory=ctx.device.type == "cuda", drop_last=True))  # fmt: skip
+    eval_dir = run_dir / "eval" if evaluator is not None else None  # a sample grid per evaluation
     if ctx.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        remove_stale_outputs(run_dir, run_dir / "checkpoints")  # what a run killed mid-save left; the run owns both
+        for folder in filter(None, (run_dir / "checkpoints", eval_dir)):
+            folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_outputs(run_dir, run_dir / "checkpoints", eval_dir)  # what a run killed mid-save left
         write_text_atomic(run_dir / "config.json", json.dumps(vars(args), indent=1))
     log = RunLogger(run_dir, ctx.is_main, step)
     origin = f"resumed from {resume} at step {step}" if resume else "from scratch"
     log.info(f"{args.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {data.description}; "
              f"{args.prediction}-prediction, {args.weighting} weighting; {ctx.world_size} process(es) on "
              f"{ctx.device.type}; {origin}")  # fmt: skip
+    if evaluator is not None:
+        log.info(f"scoring every {args.eval_every} steps and at step {args.max_steps}: {evaluator.settings()}")
 
     bands = BandLog(diffusion, ctx.device)
     tic, bar = time.time(), tqdm(total=args.max_steps, initial=step, disable=not ctx.is_main, desc="train")
@@ -125,6 +132,16 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
             }
             log.metrics(step, {"loss": means.pop("loss"), "grad_norm": means.pop("grad_norm"), **speed, **means})
             tic = time.time()
+        if evaluator is not None and (step % args.eval_every == 0 or step == args.max_steps):
+            started = time.time()
+            result = evaluator(ema, step)  # before the save: a run killed in between evaluates this step again
+            if result is not None:
+                write_grid(result.grid, eval_dir / f"{step:07d}.png")
+                log.image("eval/samples", result.grid, step)
+                log.metrics(step, {result.metric: result.value, "eval_s": result.seconds})
+                for note in result.notes:
+                    log.info(f"note: {note}")
+            tic += time.time() - started  # steps/s counts training only
         if step % args.ckpt_every == 0 or step == args.max_steps:
             if ctx.is_main:
                 try:
@@ -158,6 +175,8 @@ def main() -> None:
         if (args.global_batch_size // world_size) % args.grad_accum:
             raise ValueError(f"--grad-accum {args.grad_accum} does not divide the per-process batch "
                              f"{args.global_batch_size // world_size}")  # fmt: skip
+        eval_defaults(args)
+        check_eval_flags(args, world_size)
     except ValueError as err:
         fail("train.py", err)
     ctx = dist.init()

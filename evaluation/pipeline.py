@@ -97,7 +97,7 @@ def extract(model: torch.nn.Module, source: Source, dims: dict[str, int], kinds:
     )
 
 
-def _check_reference(ref: Source, extractor: str, spec: Extractor) -> None:
+def check_reference(ref: Source, extractor: str, spec: Extractor) -> None:
     """Stored statistics and features must be the chosen extractor's, with its dimensions."""
     if (ref.stats or ref.features is not None) and ref.extractor != extractor:
         raise ValueError(f"REF {ref.path} holds {ref.extractor} statistics, but the feature extractor is {extractor}")
@@ -135,7 +135,7 @@ def evaluate(ref: str | Path, sample: str | Path, metrics: str | Sequence[str] |
     if sample_src.images is None:
         raise ValueError(f"SAMPLE {sample_src.path} holds no images (arr_0); a sample must be images")
     ref_src = open_source(ref)
-    _check_reference(ref_src, extractor, spec)
+    check_reference(ref_src, extractor, spec)
 
     fd_kinds = [NEEDS[m] for m in chosen if m in FD_METRICS]
     pr = "pr" in chosen

@@ -86,10 +86,29 @@ def test_train_batch_that_does_not_divide_by_the_world_size(tmp_path):
     refused(cmd, tmp_path, "--global-batch-size 4 does not divide by 3 processes", {**ENV, "WORLD_SIZE": "3"})
 
 
+def test_train_eval_samples_that_one_process_fills_and_two_do_not(tmp_path):
+    cmd = [str(ROOT / "train.py"), *TRAIN, "--eval-every", "1", "--eval-samples", "20", "--eval-batch-size", "20",
+           "--results-dir", "run"]  # fmt: skip
+    refused(cmd, tmp_path, "--eval-batch-size 20 × 2 process(es) = 40", {**ENV, "WORLD_SIZE": "2"})
+
+
 RUN_OPTIONS = {
     "--grad-accum that does not divide the batch": (["--grad-accum", "3"], "--grad-accum 3 does not divide"),
     "--keep-every < 1": (["--keep-every", "0"], "--keep-every must be >= 1, got 0"),
     "a conflicting accelerate setting": (["--precision", "fp32"], "accelerate asks for precision bf16"),
+    "--eval-every with a reference that does not exist": (
+        ["--eval-every", "1", "--eval-ref", "missing.npz"],
+        "--eval-every needs a reference it can score against: missing.npz does not exist",
+    ),
+    "--eval-every on --data-path without --eval-ref": (
+        ["--eval-every", "1", "--data-path", "latents"],
+        "--eval-every on --data-path needs --eval-ref",
+    ),
+    "--eval-samples that do not fill the batches": (
+        ["--eval-every", "1", "--eval-samples", "30", "--eval-batch-size", "20"],
+        "--eval-samples 30 does not fill whole batches across ranks: it must be a multiple (>= 2) of "
+        "--eval-batch-size 20 × 1 process(es) = 20",
+    ),
 }
 
 
@@ -121,6 +140,15 @@ def save_images(d: Path, n: int = 4, mode: str = "L", start: int = 0) -> None:
     rng = np.random.default_rng(start)
     for i in range(start, start + n):
         Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).convert(mode).save(d / f"{i}.png")
+
+
+def test_train_fd_fashion_on_images_it_cannot_score(tmp_path):
+    save_images(tmp_path / "images/a", mode="RGB")
+    cmd = [str(ROOT / "train.py"), *TRAIN, "--data-path", "images", "--vae", "none", "--image-size", "16",
+           "--eval-every", "1", "--eval-extractor", "fashion", "--eval-ref", "fashion-test", "--eval-samples", "4",
+           "--eval-batch-size", "2", "--results-dir", "run"]  # fmt: skip
+    refused(cmd, tmp_path, "--eval-extractor fashion scores grey 28×28 or 32×32 images, and this run's samples are "
+            "[3, 16, 16]; use inception")  # fmt: skip
 
 
 def truncate(path: Path) -> None:

@@ -8,8 +8,10 @@ import tomllib
 from pathlib import Path
 
 from diffusion.params import Param
+from diffusion.samplers import SAMPLERS
 from diffusion.timesteps import DENSITIES, DENSITY_PARAMS, OBJECTIVES
 from diffusion.weighting import WEIGHTING_PARAMS, WEIGHTINGS
+from evaluation.features import EXTRACTORS
 from training.launch import accelerate_overrides
 from training.precision import DTYPES
 
@@ -78,7 +80,32 @@ def build_parser() -> argparse.ArgumentParser:
     a("--num-workers", type=int, default=2, help="data-loader processes per rank")
     a("--seed", type=int, default=0, help="seeds the model init, the data order and every per-step draw")
     a("--resume", help="auto (the newest checkpoint in the run directory, if any) or a checkpoint path")
+    add_eval_flags(p)
     return p
+
+
+def add_eval_flags(p: argparse.ArgumentParser) -> None:
+    """Scoring during training (training/scoring.py, docs/training.md#scoring-during-training)."""
+    g = p.add_argument_group("scoring during training (the EMA weights; sampled as sample_ddp.py samples)")
+    a = g.add_argument
+    a("--eval-every", type=int, default=0,
+      help="score the EMA weights every N steps and at the last step, into metrics.csv and TensorBoard, with a "
+      "grid per evaluation in RUN/eval/ (0 = never)")  # fmt: skip
+    a("--eval-samples", type=int, default=1000,
+      help="samples per evaluation (sample i: label i mod K, seed --eval-seed + i); a multiple of "
+      "--eval-batch-size × the number of processes")  # fmt: skip
+    a("--eval-batch-size", type=int, default=50, help="samples per process and batch")
+    a("--eval-sampler", choices=SAMPLERS, default="heun", help="heun = EDM Heun, the paper's")
+    a("--eval-steps", type=int, default=25, help="noise levels (Heun: 2·steps − 1 model calls)")
+    a("--eval-cfg-scale", type=float, default=1.5, help="classifier-free guidance scale; 1 = none")
+    a("--eval-seed", type=int, default=0, help="sample i uses seed + i, as sample_ddp.py --seed")
+    a("--eval-ref",
+      help="the reference: fashion-test (the default without --data-path), ADM's reference batch .npz, a "
+      "statistics file of make_reference.py or evaluate_fid.py --save-ref-stats, or images")  # fmt: skip
+    a("--eval-extractor", choices=EXTRACTORS,
+      help="the feature space: fashion (FD-fashion, the default without --data-path) or inception (FID)")  # fmt: skip
+    a("--eval-weights", help="the extractor's weights; Inception's default: torch's hub cache, else a download")
+    a("--eval-precision", choices=DTYPES, help="sampling precision; default bf16 on CUDA, fp32 on the CPU")
 
 
 def parser_defaults() -> dict:
