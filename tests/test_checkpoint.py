@@ -55,8 +55,8 @@ def parts(args, data: TrainingData, seed: int) -> dict:
     opt = torch.optim.AdamW([*model.parameters(), *logvar.parameters()], lr=args.lr)
     sum((p * p).sum() for p in opt.param_groups[0]["params"]).backward()  # a state that depends on the seed
     opt.step()
-    return {"model": model, "ema": ema, "opt": opt, "scaler": torch.amp.GradScaler("cpu", enabled=False),
-            "logvar": logvar}  # fmt: skip
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return {"model": model, "ema": ema, "opt": opt, "scaler": scaler, "logvar": logvar}
 
 
 def checkpoint(args, data, p: dict, step: int = 7) -> dict:
@@ -74,11 +74,18 @@ def old_layout(args, data: TrainingData, p: dict, step: int, scale_factor: float
         "scaler": p["scaler"].state_dict(),
         "step": step,
         "args": vars(args),
-        "data": {"seed": args.seed, "position": step * args.global_batch_size, "shape": list(data.shape),
-                 "num_classes": data.num_classes, "decoder": data.decoder, "scale_factor": scale_factor,
-                 "description": data.description, "normalization": norm.record() if norm else None},
+        "data": {
+            "seed": args.seed,
+            "position": step * args.global_batch_size,
+            "shape": list(data.shape),
+            "num_classes": data.num_classes,
+            "decoder": data.decoder,
+            "scale_factor": scale_factor,
+            "description": data.description,
+            "normalization": norm.record() if norm else None,
+        },
         "uncertainty": p["logvar"].state_dict(),
-    }  # fmt: skip
+    }
 
 
 def same(a, b) -> bool:
@@ -109,8 +116,8 @@ def test_write_read_restore_write_gives_the_same_checkpoint(run, tmp_path):
     assert step == 7
     assert same(checkpoint(args, data, fresh), written)
     assert written["format"] == {"name": "minsnr-dit", "version": 2}
-    assert written["arch"] == {"name": "DiT-T/4", "kwargs": {"input_size": 8, "in_channels": 4, "num_classes": 3,
-                               "learn_sigma": False, "class_dropout_prob": 0.1, "qk_norm": False}}  # fmt: skip
+    kwargs = {"input_size": 8, "in_channels": 4, "num_classes": 3, "learn_sigma": False, "class_dropout_prob": 0.1}
+    assert written["arch"] == {"name": "DiT-T/4", "kwargs": {**kwargs, "qk_norm": False}}
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
@@ -176,8 +183,8 @@ def test_resume_from_the_old_layout_is_bitwise(latents, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
     def train(*extra: str) -> None:
-        cmd = [sys.executable, str(ROOT / "train.py"), *FLAGS, "--data-path", str(latents), "--max-steps", "4",
-               "--ckpt-every", "2", "--keep-checkpoints", "0", "--num-workers", "0", *extra]  # fmt: skip
+        flags = "--max-steps 4 --ckpt-every 2 --keep-checkpoints 0 --num-workers 0".split()
+        cmd = [sys.executable, str(ROOT / "train.py"), *FLAGS, "--data-path", str(latents), *flags, *extra]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
 
@@ -199,8 +206,10 @@ def test_a_newer_format_version_is_refused_in_one_line(run, tmp_path):
     ckpt["format"]["version"] = 3
     save_atomic(ckpt, tmp_path / "future.pt")
     expected = "has checkpoint format {'name': 'minsnr-dit', 'version': 3}; this code reads minsnr-dit versions 1 to 2"
-    for load in (lambda: load_for_sampling(str(tmp_path / "future.pt")),
-                 lambda: read_for_resume(tmp_path / "future.pt", args, data, p["model"])):  # fmt: skip
+    for load in (
+        lambda: load_for_sampling(str(tmp_path / "future.pt")),
+        lambda: read_for_resume(tmp_path / "future.pt", args, data, p["model"]),
+    ):
         with pytest.raises(ValueError, match="newer version needs newer code") as err:
             load()
         assert expected in str(err.value) and "\n" not in str(err.value)

@@ -49,8 +49,10 @@ def check_run_dir(run_dir: Path, args) -> None:
     if not used:
         return
     if not args.resume:
-        raise ValueError(f"{run_dir} already holds a run ({', '.join(used)}); continue it with --resume auto, or "
-                         "start a new run with another --results-dir")  # fmt: skip
+        raise ValueError(
+            f"{run_dir} already holds a run ({', '.join(used)}); continue it with --resume auto, or "
+            "start a new run with another --results-dir"
+        )
     if not config.exists():
         return
     try:
@@ -59,8 +61,10 @@ def check_run_dir(run_dir: Path, args) -> None:
         raise ValueError(f"{config} is unreadable ({err}); move the run away or repair the file") from None
     for key in DISTINCT:
         if key in saved and _plain(saved[key]) != _plain(getattr(args, key)):
-            raise ValueError(f"{run_dir} holds a run with {key} = {saved[key]!r}, and this one has "
-                             f"{getattr(args, key)!r}: that is another run; give it another --results-dir")  # fmt: skip
+            raise ValueError(
+                f"{run_dir} holds a run with {key} = {saved[key]!r}, and this one has "
+                f"{getattr(args, key)!r}: that is another run; give it another --results-dir"
+            )
 
 
 def _plain(value):
