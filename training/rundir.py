@@ -8,11 +8,13 @@ run with another seed, model, data or loss: those are other runs, and would mix 
 import json
 from pathlib import Path
 
-from training.checkpoint import DIFFUSION_FLAGS, LOSS_FLAGS, list_checkpoints
+from diffusion.loss import LOSS_FLAGS
+from training.checkpoint import DIFFUSION_FLAGS, list_checkpoints
 
 # What makes two runs different runs: the model, the data, the seed and every loss option. Anything else, such as
-# --max-steps, --grad-accum or the launcher, may change when a run continues.
-LOSS_OPTIONS = tuple(k for k in (*LOSS_FLAGS, *DIFFUSION_FLAGS) if k not in ("weighting", "prediction"))
+# --max-steps, --grad-accum or the launcher, may change when a run continues. The loss options are the flags of
+# the LossConfig's fields (diffusion/loss.py) and of the diffusion, less the three that every name spells out.
+LOSS_OPTIONS = tuple(k for k in (*LOSS_FLAGS, *DIFFUSION_FLAGS) if k not in ("weighting", "prediction", "seed"))
 DISTINCT = (
     "model",
     "data_path",
