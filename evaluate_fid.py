@@ -26,17 +26,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = OneLineParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("ref", metavar="REF", help="reference: ADM .npz, sample .npz, image folder or statistics file")
     p.add_argument("sample", metavar="SAMPLE", help="samples: .npz (arr_0 uint8 [N, H, W, C]) or image folder")
-    p.add_argument("--metrics", default=None,
-                   help="comma-separated, from fid, sfid, is, pr (precision and recall); default: all that the "
-                        "extractor gives. With an extractor X other than inception they are reported as fd_X, "
-                        "sfd_X, is_X, precision_X, recall_X")  # fmt: skip
+    p.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated, from fid, sfid, is, pr (precision and recall); default: all that the "
+        "extractor gives. With an extractor X other than inception they are reported as fd_X, "
+        "sfd_X, is_X, precision_X, recall_X",
+    )
     p.add_argument("--feature-extractor", default="inception", help=f"one of: {', '.join(EXTRACTORS)}")
     p.add_argument("--weights", default=None, help="extractor weights; inception's default: hub cache, else download")
     p.add_argument("--batch-size", type=int, default=100, help="images per extractor call")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ...; default: cuda when available")
     p.add_argument("--json", default=None, metavar="OUT", help="also write every metric and the settings here")
-    p.add_argument("--save-ref-stats", default=None, metavar="PATH",
-                   help="write REF's statistics (and pool features, for pr) to this .npz, to serve as REF")  # fmt: skip
+    p.add_argument(
+        "--save-ref-stats",
+        default=None,
+        metavar="PATH",
+        help="write REF's statistics (and pool features, for pr) to this .npz, to serve as REF",
+    )
     return p.parse_args(argv)
 
 
@@ -61,8 +68,16 @@ def main(argv=None) -> None:
         remove_stale_outputs(args.json, args.save_ref_stats)  # what a run killed mid-write left
         with warnings.catch_warnings():
             warnings.showwarning = show_warning  # one line each
-            result = evaluate(args.ref, args.sample, args.metrics, args.feature_extractor, args.weights,
-                              args.batch_size, args.device, args.save_ref_stats)  # fmt: skip
+            result = evaluate(
+                args.ref,
+                args.sample,
+                args.metrics,
+                args.feature_extractor,
+                args.weights,
+                args.batch_size,
+                args.device,
+                args.save_ref_stats,
+            )
     except ValueError as err:
         fail("evaluate_fid.py", err)
     print(summary(result))

@@ -74,14 +74,23 @@ def extract(args, ctx, dataset: ImageFolder, vae) -> None:
     dist.barrier()
     if ctx.is_main:
         labels = [label for _, label in dataset.samples]
-        shards = [{"file": shard_name(k), "labels": labels[k * args.shard_size : (k + 1) * args.shard_size]}
-                  for k in range(num_shards)]  # fmt: skip
+        shards = [
+            {"file": shard_name(k), "labels": labels[k * args.shard_size : (k + 1) * args.shard_size]}
+            for k in range(num_shards)
+        ]
         shape = list(np.load(out / shard_name(0), mmap_mode="r").shape[3:])
         arrays = [np.load(out / shard_name(k), mmap_mode="r") for k in range(num_shards)]
         norm = latent_channel_stats(a[i : i + 1000] for a in arrays for i in range(0, len(a), 1000))
-        write_manifest(out, shards, classes=dataset.classes, vae=VAES.get(args.vae, args.vae),
-                       scale_factor=SCALE_FACTOR, image_size=args.image_size, latent_shape=shape,
-                       normalization=norm.record())  # fmt: skip
+        write_manifest(
+            out,
+            shards,
+            classes=dataset.classes,
+            vae=VAES.get(args.vae, args.vae),
+            scale_factor=SCALE_FACTOR,
+            image_size=args.image_size,
+            latent_shape=shape,
+            normalization=norm.record(),
+        )
         print(f"wrote {len(dataset)} images in {num_shards} shards to {out}")
 
 

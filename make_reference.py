@@ -34,14 +34,24 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     try:
         remove_stale_outputs(args.out)  # what a run killed mid-write left
-        count = save_reference(args.folder, args.out, args.image_size, args.feature_extractor, args.weights,
-                               args.batch_size, args.device, args.features)  # fmt: skip
+        count = save_reference(
+            args.folder,
+            args.out,
+            args.image_size,
+            args.feature_extractor,
+            args.weights,
+            args.batch_size,
+            args.device,
+            args.features,
+        )
     except ValueError as err:
         fail("make_reference.py", err)
     except WriteError as err:  # a full disk
         fail("make_reference.py", err, 1)
-    print(f"wrote {args.out}: {args.feature_extractor} statistics of {count} images, centre-cropped to "
-          f"{args.image_size}×{args.image_size}")  # fmt: skip
+    print(
+        f"wrote {args.out}: {args.feature_extractor} statistics of {count} images, centre-cropped to "
+        f"{args.image_size}×{args.image_size}"
+    )
 
 
 if __name__ == "__main__":

@@ -92,21 +92,44 @@ def outputs(args) -> dict[str, Path | None]:
 
 def settings(args, spec) -> dict:
     """What determines the pixels; a re-run must match it to reuse shards."""
-    keep = ("ckpt", "weights", "sampler", "steps", "cfg_scale", "cfg_channels", "guidance_interval", "sigma_max",
-            "rho", "num_samples", "per_proc_batch_size", "seed", "precision", "vae", "low_ckpt",
-            "switch_sigma")  # fmt: skip
+    keep = (
+        "ckpt",
+        "weights",
+        "sampler",
+        "steps",
+        "cfg_scale",
+        "cfg_channels",
+        "guidance_interval",
+        "sigma_max",
+        "rho",
+        "num_samples",
+        "per_proc_batch_size",
+        "seed",
+        "precision",
+        "vae",
+        "low_ckpt",
+        "switch_sigma",
+    )
     low = str(Path(args.low_ckpt).resolve()) if args.low_ckpt else None
-    return {**{k: getattr(args, k) for k in keep}, "ckpt": str(Path(args.ckpt).resolve()), "low_ckpt": low,
-            "model": spec.model, "prediction": spec.prediction, "noise_schedule": spec.noise_schedule,
-            "decoder": spec.decoder}  # fmt: skip
+    return {
+        **{k: getattr(args, k) for k in keep},
+        "ckpt": str(Path(args.ckpt).resolve()),
+        "low_ckpt": low,
+        "model": spec.model,
+        "prediction": spec.prediction,
+        "noise_schedule": spec.noise_schedule,
+        "decoder": spec.decoder,
+    }
 
 
 def setup(args, ctx: dist.Context) -> dict:
     """Load and validate everything; raises ValueError (one line) before any sampling."""
     model, spec = load_for_sampling(args.ckpt, args.model, args.weights, ctx.device)
     if args.cfg_scale != 1 and spec.null_class is None:
-        raise ValueError(f"--cfg-scale {args.cfg_scale} needs an unconditional class, and this model has none "
-                         "(trained with --class-dropout 0); use --cfg-scale 1")  # fmt: skip
+        raise ValueError(
+            f"--cfg-scale {args.cfg_scale} needs an unconditional class, and this model has none "
+            "(trained with --class-dropout 0); use --cfg-scale 1"
+        )
     channels = spec.model_kwargs["in_channels"]
     if args.cfg_channels is not None and not 1 <= args.cfg_channels <= channels:
         raise ValueError(f"--cfg-channels {args.cfg_channels} is not within 1..{channels}")
@@ -126,12 +149,22 @@ def setup(args, ctx: dist.Context) -> dict:
         low_spec.decoder = spec.decoder if args.vae is not None else low_spec.decoder  # --vae overrides both
         same = ("model_kwargs", "prediction", "noise_schedule", "diffusion_steps", "decoder", "transform")
         if differ := [k for k in same if getattr(low_spec, k) != getattr(spec, k)]:
-            raise ValueError(f"--low-ckpt {args.low_ckpt} differs from --ckpt in {', '.join(differ)}; the two "
-                             "models must share the target, schedule and data space")  # fmt: skip
+            raise ValueError(
+                f"--low-ckpt {args.low_ckpt} differs from --ckpt in {', '.join(differ)}; the two "
+                "models must share the target, schedule and data space"
+            )
         model = switch_at_sigma(model, low_model, diffusion, args.switch_sigma)
 
-    guided = guided_model(model, ctx.device, args.precision, args.cfg_scale, spec.null_class, args.cfg_channels,
-                          args.guidance_interval, diffusion)  # fmt: skip
+    guided = guided_model(
+        model,
+        ctx.device,
+        args.precision,
+        args.cfg_scale,
+        spec.null_class,
+        args.cfg_channels,
+        args.guidance_interval,
+        diffusion,
+    )
     paths = outputs(args)
     shards = paths["shards"]
     wanted = settings(args, spec)
@@ -156,8 +189,18 @@ def sample(args, ctx: dist.Context, guided, diffusion, ts: list[int], vae, spec,
     todo = {s for s in starts if not shard_path(shards, s).exists()}
     mine = [s for s in rank_starts(starts, ctx.rank, ctx.world_size) if s in todo]
     shape = (spec.model_kwargs["in_channels"], spec.model_kwargs["input_size"], spec.model_kwargs["input_size"])
-    draw = BatchSampler(guided, get_sampler(args.sampler), ts, diffusion, shape, spec.num_classes, spec.to_data, vae,
-                        args.seed, ctx.device)  # fmt: skip
+    draw = BatchSampler(
+        guided,
+        get_sampler(args.sampler),
+        ts,
+        diffusion,
+        shape,
+        spec.num_classes,
+        spec.to_data,
+        vae,
+        args.seed,
+        ctx.device,
+    )
     done = sum(min(B, N - s) for s in starts if s not in todo)
     bar = tqdm(total=N, initial=done, unit="img", disable=not ctx.is_main, desc="sample")
     for start in mine:

@@ -64,18 +64,38 @@ def setup(args, ctx: dist.Context) -> dict:
         resume = found[-1] if found else None
         newest = torch.tensor([int(resume.stem) if resume else -1], device=ctx.device)
         if dist.all_reduce_max(newest) != -dist.all_reduce_max(-newest):
-            raise ValueError(f"the ranks see different newest checkpoints in {run_dir / 'checkpoints'}: --resume "
-                             "auto needs a filesystem that every node shares (docs/training.md)")  # fmt: skip
+            raise ValueError(
+                f"the ranks see different newest checkpoints in {run_dir / 'checkpoints'}: --resume "
+                "auto needs a filesystem that every node shares (docs/training.md)"
+            )
     elif args.resume:
         resume = Path(args.resume)
     state = read_for_resume(resume, args, data, model) if resume is not None else None
     evaluator = Evaluator(args, ctx, data, model.null_class) if args.eval_every else None  # last: it does work
-    return {"diffusion": diffusion, "data": data, "model": model, "logvar": logvar, "run_dir": run_dir,
-            "state": state, "resume": resume, "evaluator": evaluator}  # fmt: skip
+    return {
+        "diffusion": diffusion,
+        "data": data,
+        "model": model,
+        "logvar": logvar,
+        "run_dir": run_dir,
+        "state": state,
+        "resume": resume,
+        "evaluator": evaluator,
+    }
 
 
-def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path, state: dict | None, resume,
-          evaluator: Evaluator | None = None) -> None:  # fmt: skip
+def train(
+    args,
+    ctx: dist.Context,
+    diffusion,
+    data,
+    model,
+    logvar,
+    run_dir: Path,
+    state: dict | None,
+    resume,
+    evaluator: Evaluator | None = None,
+) -> None:
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = make_optimizer(args, [*model.parameters(), *(logvar.parameters() if logvar is not None else [])])
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=args.precision == "fp16")
@@ -88,8 +108,16 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
     batch = args.global_batch_size // ctx.world_size
     rows = slice(ctx.rank * batch, (ctx.rank + 1) * batch)  # this rank's part of the global batch
     sampler = ResumableSampler(len(data.dataset), args.global_batch_size, ctx.rank, ctx.world_size, args.seed, step)
-    loader = iter(DataLoader(data.dataset, batch, sampler=sampler, num_workers=args.num_workers,
-                             pin_memory=ctx.device.type == "cuda", drop_last=True))  # fmt: skip
+    loader = iter(
+        DataLoader(
+            data.dataset,
+            batch,
+            sampler=sampler,
+            num_workers=args.num_workers,
+            pin_memory=ctx.device.type == "cuda",
+            drop_last=True,
+        )
+    )
     eval_dir = run_dir / "eval" if evaluator is not None else None  # a sample grid per evaluation
     if ctx.is_main:
         for folder in filter(None, (run_dir / "checkpoints", eval_dir)):
@@ -98,9 +126,11 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
         write_text_atomic(run_dir / "config.json", json.dumps(vars(args), indent=1))
     log = RunLogger(run_dir, ctx.is_main, step)
     origin = f"resumed from {resume} at step {step}" if resume else "from scratch"
-    log.info(f"{args.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {data.description}; "
-             f"{args.prediction}-prediction, {args.weighting} weighting; {ctx.world_size} process(es) on "
-             f"{ctx.device.type}; {origin}")  # fmt: skip
+    log.info(
+        f"{args.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {data.description}; "
+        f"{args.prediction}-prediction, {args.weighting} weighting; {ctx.world_size} process(es) on "
+        f"{ctx.device.type}; {origin}"
+    )
     if evaluator is not None:
         log.info(f"scoring every {args.eval_every} steps and at step {args.max_steps}: {evaluator.settings()}")
 
@@ -115,8 +145,10 @@ def train(args, ctx: dist.Context, diffusion, data, model, logvar, run_dir: Path
             loss, grad_norm, terms = train_step(parts, inputs, lr)
         except FloatingPointError as err:
             bar.close()
-            raise FloatingPointError(f"non-finite loss or grad norm at step {step + 1} ({err.args[0]}); the last "
-                                     f"checkpoint in {run_dir / 'checkpoints'} is intact") from None  # fmt: skip
+            raise FloatingPointError(
+                f"non-finite loss or grad norm at step {step + 1} ({err.args[0]}); the last "
+                f"checkpoint in {run_dir / 'checkpoints'} is intact"
+            ) from None
         update_ema(ema, model, args.ema_decay)
         step += 1
         bar.update(1)
@@ -173,8 +205,10 @@ def main() -> None:
         if args.global_batch_size % world_size:
             raise ValueError(f"--global-batch-size {args.global_batch_size} does not divide by {world_size} processes")
         if (args.global_batch_size // world_size) % args.grad_accum:
-            raise ValueError(f"--grad-accum {args.grad_accum} does not divide the per-process batch "
-                             f"{args.global_batch_size // world_size}")  # fmt: skip
+            raise ValueError(
+                f"--grad-accum {args.grad_accum} does not divide the per-process batch "
+                f"{args.global_batch_size // world_size}"
+            )
         eval_defaults(args)
         check_eval_flags(args, world_size)
     except ValueError as err:

@@ -14,8 +14,16 @@ from .order import ResumableSampler
 from .transform import DataTransform, Scale
 from .vae import SCALE_FACTOR, load_vae
 
-__all__ = ["FashionMNIST", "ImageFolder", "LatentShards", "Normalization", "ResumableSampler", "Scale", "TrainingData",
-           "open_training_data"]  # fmt: skip
+__all__ = [
+    "FashionMNIST",
+    "ImageFolder",
+    "LatentShards",
+    "Normalization",
+    "ResumableSampler",
+    "Scale",
+    "TrainingData",
+    "open_training_data",
+]
 
 
 @dataclass
@@ -41,8 +49,12 @@ class TrainingData:
 
     def record(self) -> dict:
         """What a sampler needs to know of the data besides the transform: shape, class count and decoder."""
-        return {"shape": list(self.shape), "num_classes": self.num_classes, "decoder": self.decoder,
-                "description": self.description}  # fmt: skip
+        return {
+            "shape": list(self.shape),
+            "num_classes": self.num_classes,
+            "decoder": self.decoder,
+            "description": self.description,
+        }
 
     @torch.no_grad()
     def prepare(self, batch: torch.Tensor, generator: torch.Generator, rows: slice, n: int) -> torch.Tensor:
@@ -78,8 +90,9 @@ def open_training_data(
         transform = Scale(1.0)
         if normalize:
             transform = channel_stats(ds.images[i : i + 10_000].float() / 127.5 - 1 for i in range(0, len(ds), 10_000))
-        return TrainingData(ds, "pixel", ds.shape, ds.num_classes, "Fashion-MNIST train (60K, pixel space)",
-                            transform=transform)  # fmt: skip
+        return TrainingData(
+            ds, "pixel", ds.shape, ds.num_classes, "Fashion-MNIST train (60K, pixel space)", transform=transform
+        )
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"--data-path {path} does not exist or is not a directory")
@@ -96,21 +109,26 @@ def open_training_data(
                     "extract_features.py on the same --out (finished shards are kept) to add them"
                 )
             transform = Normalization.from_record(ds.meta["normalization"], ds.shape[0], str(root / MANIFEST))
-        return TrainingData(ds, "latent", ds.shape, ds.num_classes, desc, transform=transform,
-                            decoder=ds.meta.get("vae"))  # fmt: skip
+        return TrainingData(
+            ds, "latent", ds.shape, ds.num_classes, desc, transform=transform, decoder=ds.meta.get("vae")
+        )
     ds = ImageFolder(root, image_size)
     if vae == "none":
         transform = Scale(1.0)
         if normalize:  # one pass over the folder (its flips have the same per-channel statistics)
             transform = channel_stats(x for x, _ in torch.utils.data.DataLoader(ds, batch_size=256))
-        return TrainingData(ds, "pixel", ds.shape, ds.num_classes, f"images {path} (pixel space)", hflip=True,
-                            transform=transform)  # fmt: skip
+        return TrainingData(
+            ds, "pixel", ds.shape, ds.num_classes, f"images {path} (pixel space)", hflip=True, transform=transform
+        )
     if normalize:
-        raise ValueError("--data-norm channel needs pre-extracted latents (their statistics are computed once by "
-                         "extract_features.py); extract them, or train in pixels with --vae none")  # fmt: skip
+        raise ValueError(
+            "--data-norm channel needs pre-extracted latents (their statistics are computed once by "
+            "extract_features.py); extract them, or train in pixels with --vae none"
+        )
     model = load_vae(vae, device)
     down = 2 ** (len(model.config.block_out_channels) - 1)  # 8 for the SD VAE
     shape = (model.config.latent_channels, image_size // down, image_size // down)
     desc = f"images {path} encoded by VAE {vae}"
-    return TrainingData(ds, "vae", shape, ds.num_classes, desc, vae=model, transform=Scale(SCALE_FACTOR),
-                        hflip=True, decoder=vae)  # fmt: skip
+    return TrainingData(
+        ds, "vae", shape, ds.num_classes, desc, vae=model, transform=Scale(SCALE_FACTOR), hflip=True, decoder=vae
+    )

@@ -22,8 +22,10 @@ def image_header(path: str | Path) -> tuple[str, tuple[int, int]]:
     except OSError as err:
         raise ValueError(f"{path} is not a readable image ({err})") from None
     if "A" in mode or "a" in mode or (mode == "P" and transparent):
-        raise ValueError(f"{path} has an alpha channel (mode {mode}{' with transparency' * transparent}); "
-                         f"composite it onto a background first")  # fmt: skip
+        raise ValueError(
+            f"{path} has an alpha channel (mode {mode}{' with transparency' * transparent}); "
+            f"composite it onto a background first"
+        )
     if mode not in TO_RGB:
         raise ValueError(f"{path} has mode {mode}, not 8-bit grey or colour; valid: {', '.join(TO_RGB)}")
     return mode, size

@@ -27,11 +27,14 @@ class Normalization:
 
     def __post_init__(self):
         if len(self.mean) != len(self.std) or not self.mean:
-            raise ValueError(f"normalisation statistics need one mean and one std per channel, got "
-                             f"{len(self.mean)} means and {len(self.std)} stds")  # fmt: skip
+            raise ValueError(
+                f"normalisation statistics need one mean and one std per channel, got "
+                f"{len(self.mean)} means and {len(self.std)} stds"
+            )
         if not all(math.isfinite(v) for v in (*self.mean, *self.std)) or min(self.std) <= 0:
-            raise ValueError(f"normalisation statistics must be finite with std > 0, got mean {list(self.mean)} "
-                             f"std {list(self.std)}")  # fmt: skip
+            raise ValueError(
+                f"normalisation statistics must be finite with std > 0, got mean {list(self.mean)} std {list(self.std)}"
+            )
 
     @property
     def channels(self) -> int:

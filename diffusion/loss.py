@@ -15,7 +15,7 @@ both and keeps ``diffusion.training_losses`` and ``diffusion.sample_timesteps`` 
 
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -55,28 +55,60 @@ class LossConfig:
         object.__setattr__(self, "density_params", tuple(density.items()))
 
     @classmethod
+    def flags(cls) -> tuple[str, ...]:
+        """The flat names of every field, in field order: a field of parameters stands for every parameter its
+        table declares (diffusion/params.py), and ``uncertainty_seed`` is the run's ``seed``. They are train.py's
+        flags and ``create_diffusion``'s keywords; checkpoints and run directories take their list from here."""
+        names: list[str] = []
+        for f in fields(cls):
+            names += list(PARAM_TABLES[f.name]) if f.name in PARAM_TABLES else [FLAG_OF.get(f.name, f.name)]
+        return tuple(names)
+
+    @classmethod
     def from_flags(cls, flags: Mapping[str, Any]) -> "LossConfig":
-        """From flat names, as train.py's flags and ``create_diffusion``'s keywords spell them: ``prediction``,
-        ``weighting``, ``timestep_sampling``, ``timestep_objective``, ``learned_uncertainty``, ``seed`` and each
-        table parameter by its own name (``snr_gamma``, ``laplace``, ...). Every parameter value present is
-        checked, also one that the chosen weighting or density does not take (and which is then left out); other
-        keys are ignored."""
-        weighting, density = flags["weighting"], flags["timestep_sampling"]
+        """From flat names (:meth:`flags`), as train.py's flags and ``create_diffusion``'s keywords spell them.
+        ``prediction`` and ``weighting`` are needed; another field whose name is missing takes its default here
+        (a version-1 checkpoint may predate its flag), and so does a missing parameter. Every parameter value
+        present is checked, also one that the chosen weighting or density does not take (and which is then left
+        out); other keys are ignored."""
+        weighting, density = flags["weighting"], flags.get("timestep_sampling", cls.timestep_sampling)
         return cls(
             prediction=flags["prediction"],
             weighting=weighting,
             weighting_params=weighting_params(weighting, {k: flags[k] for k in WEIGHTING_PARAMS if k in flags}),
             timestep_sampling=density,
             density_params=density_params(density, {k: flags[k] for k in DENSITY_PARAMS if k in flags}),
-            timestep_objective=flags["timestep_objective"],
-            learned_uncertainty=bool(flags.get("learned_uncertainty", False)),
-            uncertainty_seed=int(flags.get("seed", 0)),
+            timestep_objective=flags.get("timestep_objective", cls.timestep_objective),
+            learned_uncertainty=bool(flags.get("learned_uncertainty", cls.learned_uncertainty)),
+            uncertainty_seed=int(flags.get("seed", cls.uncertainty_seed)),
         )
 
     @classmethod
     def from_args(cls, args) -> "LossConfig":
         """From train.py's parsed flags (training/config.py)."""
         return cls.from_flags(vars(args))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, one key per field, each field of parameters as {name: value}: the checkpoint's ``loss``
+        record (training/checkpoint.py). :meth:`from_dict` rebuilds the config from it."""
+        return {f.name: self._plain(f.name) for f in fields(self)}
+
+    def _plain(self, name: str):
+        value = getattr(self, name)
+        return dict(value) if name in PARAM_TABLES else value
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "LossConfig":
+        """The config of a :meth:`to_dict` record, checked as any config is; a key that is no field is an error."""
+        if unknown := sorted(set(record) - {f.name for f in fields(cls)}):
+            raise ValueError(f"unknown loss settings {unknown}; valid: {', '.join(f.name for f in fields(cls))}")
+        return cls(**record)
+
+
+# The table of each field of parameters, and the flat name of a field named otherwise than its flag.
+PARAM_TABLES = {"weighting_params": WEIGHTING_PARAMS, "density_params": DENSITY_PARAMS}
+FLAG_OF = {"uncertainty_seed": "seed"}
+LOSS_FLAGS = LossConfig.flags()  # prediction, weighting, snr_gamma, ..., learned_uncertainty, seed
 
 
 class Loss:

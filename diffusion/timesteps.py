@@ -93,6 +93,8 @@ def objective_factor(p: np.ndarray, objective: str) -> np.ndarray:
         return np.ones_like(p)
     if np.any(p <= 0):
         zero = int(np.argmax(p <= 0))
-        raise ValueError(f"the density puts no mass on step {zero}, so the uniform objective would divide by zero; "
-                         "use objective 'resampled' or another density")  # fmt: skip
+        raise ValueError(
+            f"the density puts no mass on step {zero}, so the uniform objective would divide by zero; "
+            "use objective 'resampled' or another density"
+        )
     return 1.0 / (len(p) * p)

@@ -110,8 +110,9 @@ def load_fashion_classifier(
     Raises ValueError with one line otherwise."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"Fashion-MNIST classifier weights {path} not found; train them with "
-                         "tools/train_fashion_classifier.py")  # fmt: skip
+        raise ValueError(
+            f"Fashion-MNIST classifier weights {path} not found; train them with tools/train_fashion_classifier.py"
+        )
     data = path.read_bytes()
     if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
         raise ValueError(

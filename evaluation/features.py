@@ -152,7 +152,7 @@ EXTRACTORS = {
         fashion.find_weights,
         fashion.build,
         {"pool": fashion.FashionClassifier.feature_dim, "spatial": fashion.FashionClassifier.spatial_dim, "logits": 10},
-    ),  # fmt: skip
+    ),
 }
 
 

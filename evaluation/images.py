@@ -26,8 +26,10 @@ def check_layout(shape: tuple[int, ...], dtype: np.dtype, name: str) -> None:
     if dtype != np.uint8:
         raise ValueError(f"{name} is {dtype}, expected uint8 images (quantise with clamp(127.5·x + 128, 0, 255))")
     if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
-        raise ValueError(f"{name} has shape {list(shape)}, which is NCHW; expected NHWC [N, H, W, C]: "
-                         f"transpose it with .transpose(0, 2, 3, 1)")  # fmt: skip
+        raise ValueError(
+            f"{name} has shape {list(shape)}, which is NCHW; expected NHWC [N, H, W, C]: "
+            f"transpose it with .transpose(0, 2, 3, 1)"
+        )
     if len(shape) != 4 or shape[3] not in (1, 3):
         raise ValueError(f"{name} has shape {list(shape)}; expected NHWC [N, H, W, C] with C = 1 or 3")
 
@@ -55,8 +57,10 @@ class NpzImages:
             raise ValueError(f"{path}: arr_0 is not a readable .npy array, truncated or corrupt ({err})") from None
         check_layout(shape, dtype, f"{path}: arr_0")
         if stored < math.prod(shape):
-            raise ValueError(f"{path}: arr_0 holds {stored} bytes, fewer than its shape {list(shape)} needs: "
-                             f"it is truncated or still being written")  # fmt: skip
+            raise ValueError(
+                f"{path}: arr_0 holds {stored} bytes, fewer than its shape {list(shape)} needs: "
+                f"it is truncated or still being written"
+            )
         self.count, self.shape = shape[0], tuple(shape[1:])
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
@@ -93,8 +97,10 @@ class FolderImages:
             first_of_size.setdefault(size, path)
         if len(first_of_size) > 1 and crop is None:
             (a, pa), (b, pb) = list(first_of_size.items())[:2]
-            raise ValueError(f"{root} mixes image sizes: {a[0]}×{a[1]} ({pa}) and {b[0]}×{b[1]} ({pb}); all "
-                             f"images must have one size (make_reference.py crops a folder like ImageNet)")  # fmt: skip
+            raise ValueError(
+                f"{root} mixes image sizes: {a[0]}×{a[1]} ({pa}) and {b[0]}×{b[1]} ({pb}); all "
+                f"images must have one size (make_reference.py crops a folder like ImageNet)"
+            )
         self.mode = "L" if modes == {"L"} else "RGB"
         if len(modes) > 1:
             names = ", ".join(sorted(modes))

@@ -136,8 +136,9 @@ def kth_neighbour_radii(x: torch.Tensor, k: int = 3, block: int = 10000, device=
     return torch.cat(radii)
 
 
-def manifold_coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, block: int = 10000,
-                      device=None) -> float:  # fmt: skip
+def manifold_coverage(
+    points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, block: int = 10000, device=None
+) -> float:
     """Fraction of points inside the union of balls B(c_j, r_j): mean_i 1[∃ j: ‖p_i − c_j‖ ≤ r_j]."""
     inside = []
     for rows in points.split(block):
@@ -149,8 +150,9 @@ def manifold_coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.
     return torch.cat(inside).double().mean().item()
 
 
-def precision_recall(ref: torch.Tensor, sample: torch.Tensor, k: int = 3, block: int = 10000,
-                     device=None) -> tuple[float, float]:  # fmt: skip
+def precision_recall(
+    ref: torch.Tensor, sample: torch.Tensor, k: int = 3, block: int = 10000, device=None
+) -> tuple[float, float]:
     """Improved precision and recall with k-NN manifolds: precision = the fraction of sample features inside the
     reference manifold (balls of radius = distance to the k-th reference neighbour), recall = the fraction of
     reference features inside the sample manifold."""

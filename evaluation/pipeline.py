@@ -73,16 +73,26 @@ class Features:
 
 
 @torch.inference_mode()
-def extract(model: torch.nn.Module, source: Source, dims: dict[str, int], kinds: Sequence[str], keep_pool: bool,
-            score: bool, batch_size: int, device: torch.device, desc: str) -> Features:  # fmt: skip
+def extract(
+    model: torch.nn.Module,
+    source: Source,
+    dims: dict[str, int],
+    kinds: Sequence[str],
+    keep_pool: bool,
+    score: bool,
+    batch_size: int,
+    device: torch.device,
+    desc: str,
+) -> Features:
     """Stream ``source``'s images through ``model``, accumulating float64 Gaussians of ``kinds``, keeping the pool
     features (float32, on the CPU: 400 MB for 50K × 2048) when ``keep_pool``, and the IS of the logits if ``score``."""
     running = {kind: RunningGaussian(dims[kind], device) for kind in kinds}
     inception_score = InceptionScore(IS_SPLIT) if score else None
     pool = []
     images = source.images
-    for batch in tqdm(images.batches(batch_size), total=math.ceil(images.count / batch_size), desc=desc,
-                      disable=None, leave=False):  # fmt: skip
+    for batch in tqdm(
+        images.batches(batch_size), total=math.ceil(images.count / batch_size), desc=desc, disable=None, leave=False
+    ):
         out = model(torch.tensor(batch, device=device))
         for kind, acc in running.items():
             acc.update(out[kind])
@@ -105,11 +115,15 @@ def check_reference(ref: Source, extractor: str, spec: Extractor) -> None:
         d = spec.dims[kind]
         if g.mu.shape != (d,) or g.sigma.shape != (d, d):
             shapes = f"{list(g.mu.shape)} and {list(g.sigma.shape)}"
-            raise ValueError(f"REF {ref.path}: {kind} statistics of shapes {shapes}, but {extractor}'s {kind} features "
-                             f"have {d} dimensions")  # fmt: skip
+            raise ValueError(
+                f"REF {ref.path}: {kind} statistics of shapes {shapes}, but {extractor}'s {kind} features "
+                f"have {d} dimensions"
+            )
     if ref.features is not None and (ref.features.ndim != 2 or ref.features.shape[1] != spec.dims["pool"]):
-        raise ValueError(f"REF {ref.path}: features have shape {list(ref.features.shape)}, but {extractor}'s pool "
-                         f"features have {spec.dims['pool']} dimensions")  # fmt: skip
+        raise ValueError(
+            f"REF {ref.path}: features have shape {list(ref.features.shape)}, but {extractor}'s pool "
+            f"features have {spec.dims['pool']} dimensions"
+        )
 
 
 def _check_count(n: int, needed: int, what: str, why: str) -> None:
@@ -117,9 +131,16 @@ def _check_count(n: int, needed: int, what: str, why: str) -> None:
         raise ValueError(f"{what} holds {n} image{'s' * (n != 1)}; {why} needs at least {needed}")
 
 
-def evaluate(ref: str | Path, sample: str | Path, metrics: str | Sequence[str] | None = None,
-             extractor: str = "inception", weights: str | None = None, batch_size: int = 100,
-             device: str | None = None, save_ref_stats: str | Path | None = None) -> dict:  # fmt: skip
+def evaluate(
+    ref: str | Path,
+    sample: str | Path,
+    metrics: str | Sequence[str] | None = None,
+    extractor: str = "inception",
+    weights: str | None = None,
+    batch_size: int = 100,
+    device: str | None = None,
+    save_ref_stats: str | Path | None = None,
+) -> dict:
     """Evaluate SAMPLE against REF (ADM's order and definitions; see README). Returns
     ``{"metrics": {name: value}, "sample": {...}, "reference": {...}, "settings": {...}}``.
 
@@ -154,8 +175,10 @@ def evaluate(ref: str | Path, sample: str | Path, metrics: str | Sequence[str] |
     if save_ref_stats is not None:
         out = Path(save_ref_stats)
         if ref_src.images is None or ref_src.stats or ref_src.features is not None:
-            raise ValueError(f"--save-ref-stats saves statistics computed from REF's images, but REF {ref_src.path} "
-                             f"holds stored statistics")  # fmt: skip
+            raise ValueError(
+                f"--save-ref-stats saves statistics computed from REF's images, but REF {ref_src.path} "
+                f"holds stored statistics"
+            )
         if out.suffix != ".npz" or not out.parent.is_dir():
             raise ValueError(f"--save-ref-stats {out} must be an .npz path in an existing directory")
 
@@ -214,9 +237,16 @@ def evaluate(ref: str | Path, sample: str | Path, metrics: str | Sequence[str] |
     }
 
 
-def save_reference(folder: str | Path, out: str | Path, size: int, extractor: str = "inception",
-                   weights: str | None = None, batch_size: int = 100, device: str | None = None,
-                   keep_features: bool = False) -> int:  # fmt: skip
+def save_reference(
+    folder: str | Path,
+    out: str | Path,
+    size: int,
+    extractor: str = "inception",
+    weights: str | None = None,
+    batch_size: int = 100,
+    device: str | None = None,
+    keep_features: bool = False,
+) -> int:
     """Write the statistics of every Fréchet distance the extractor gives (and, with ``keep_features``, the pool
     features that precision/recall need) over the images anywhere under ``folder``, each cut to size×size by ADM's
     centre crop, to ``out``: a statistics file that serves as REF. Everything is checked before the extractor is

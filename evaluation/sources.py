@@ -55,8 +55,9 @@ def _load(npz, path: Path, key: str) -> np.ndarray:
         return npz[key]
     except ValueError as err:
         if "allow_pickle" in str(err):
-            raise ValueError(f"{path}: '{key}' is an object array, which needs pickled code to load; "
-                             f"pickled data is never loaded") from None  # fmt: skip
+            raise ValueError(
+                f"{path}: '{key}' is an object array, which needs pickled code to load; pickled data is never loaded"
+            ) from None
         raise ValueError(f"{path}: cannot read '{key}' ({err})") from None
 
 
@@ -99,8 +100,14 @@ def open_source(path: str | Path) -> Source:
     return Source(path, images, stats, features, extractor)
 
 
-def save_statistics(path: str | Path, extractor: str, stats: dict[str, Gaussian], features: np.ndarray | None,
-                    count: int | None, weights_sha256: str) -> None:  # fmt: skip
+def save_statistics(
+    path: str | Path,
+    extractor: str,
+    stats: dict[str, Gaussian],
+    features: np.ndarray | None,
+    count: int | None,
+    weights_sha256: str,
+) -> None:
     """Write a statistics file (module docstring) atomically: a temporary file beside it, then a rename. ``count``
     is the number of images behind ``stats`` (None: unknown, as for ADM's statistics; then no ``count`` key)."""
     path = Path(path)

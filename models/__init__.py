@@ -62,10 +62,15 @@ def checkpoint_config(state_dict: dict) -> dict:
     grid = round((sd["pos_embed"].shape[1] - extra_tokens) ** 0.5)
     out_channels = sd[head].shape[0] // (patch * patch) if head in sd else channels
     return {
-        "family": family, "size": size, "patch": patch, "input_size": grid * patch, "in_channels": channels,
+        "family": family,
+        "size": size,
+        "patch": patch,
+        "input_size": grid * patch,
+        "in_channels": channels,
         "num_classes": sd[table].shape[0] - 1 if table in sd else None,
-        "learn_sigma": out_channels == 2 * channels, "qk_norm": any(".q_norm." in k for k in sd),
-    }  # fmt: skip
+        "learn_sigma": out_channels == 2 * channels,
+        "qk_norm": any(".q_norm." in k for k in sd),
+    }
 
 
 def describe_checkpoint(state_dict: dict) -> str:
@@ -78,8 +83,10 @@ def describe_checkpoint(state_dict: dict) -> str:
     except ValueError:
         return "not a DiT or ViT checkpoint (no x_embedder.proj.weight)"
     extras = "".join(f", {name}" for name in ("learn_sigma", "qk_norm") if c[name])
-    return (f"a {c['family']}-{c['size']}/{c['patch']} checkpoint (input {c['input_size']}, {c['in_channels']} "
-            f"channels, {c['num_classes'] if c['num_classes'] is not None else '?'} classes{extras})")  # fmt: skip
+    return (
+        f"a {c['family']}-{c['size']}/{c['patch']} checkpoint (input {c['input_size']}, {c['in_channels']} "
+        f"channels, {c['num_classes'] if c['num_classes'] is not None else '?'} classes{extras})"
+    )
 
 
 def load_weights(model: nn.Module, state_dict: dict, model_name: str) -> None:

@@ -13,9 +13,21 @@ import torch
 from .vit import VIT_SIZES
 
 _RENAMES = {"patch_embed.proj.": "x_embedder.proj.", "linear_projection.": "head."}
-_BLOCK_KEYS = ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "attn.qkv.weight", "attn.q_bias",
-               "attn.v_bias", "attn.proj.weight", "attn.proj.bias", "mlp.fc1.weight", "mlp.fc1.bias",
-               "mlp.fc2.weight", "mlp.fc2.bias")  # fmt: skip
+_BLOCK_KEYS = (
+    "norm1.weight",
+    "norm1.bias",
+    "norm2.weight",
+    "norm2.bias",
+    "attn.qkv.weight",
+    "attn.q_bias",
+    "attn.v_bias",
+    "attn.proj.weight",
+    "attn.proj.bias",
+    "mlp.fc1.weight",
+    "mlp.fc1.bias",
+    "mlp.fc2.weight",
+    "mlp.fc2.bias",
+)
 
 
 def strip_wrappers(state_dict: dict) -> dict:
@@ -47,8 +59,15 @@ def convert_minsnr_vit(state_dict: dict, num_timesteps: int = 1000) -> tuple[dic
     """
     sd = {k: v.float() for k, v in strip_wrappers(state_dict).items()}
     depth = count_blocks(sd)
-    expected = {"patch_embed.proj.weight", "patch_embed.proj.bias", "time_embedding.weight", "class_embedding.weight",
-                "pos_embed", "linear_projection.weight", "linear_projection.bias"}  # fmt: skip
+    expected = {
+        "patch_embed.proj.weight",
+        "patch_embed.proj.bias",
+        "time_embedding.weight",
+        "class_embedding.weight",
+        "pos_embed",
+        "linear_projection.weight",
+        "linear_projection.bias",
+    }
     expected |= {f"blocks.{i}.{k}" for i in range(depth) for k in _BLOCK_KEYS}
     if unknown := sorted(set(sd) - expected):
         raise ValueError(

@@ -3,5 +3,14 @@
 from .output import PerSampleNoise, assemble_npz, class_labels, quantize, read_shard, shard_path, write_shard
 from .source import SamplingSpec, load_for_sampling
 
-__all__ = ["PerSampleNoise", "SamplingSpec", "assemble_npz", "class_labels", "load_for_sampling", "quantize",
-           "read_shard", "shard_path", "write_shard"]  # fmt: skip
+__all__ = [
+    "PerSampleNoise",
+    "SamplingSpec",
+    "assemble_npz",
+    "class_labels",
+    "load_for_sampling",
+    "quantize",
+    "read_shard",
+    "shard_path",
+    "write_shard",
+]

@@ -18,8 +18,16 @@ from training import precision as precisions
 from .output import PerSampleNoise, class_labels, quantize
 
 
-def guided_model(model, device: torch.device, precision: str, cfg_scale: float, null_class: int | None,
-                 cfg_channels: int | None, interval, diffusion: GaussianDiffusion) -> Callable:  # fmt: skip
+def guided_model(
+    model,
+    device: torch.device,
+    precision: str,
+    cfg_scale: float,
+    null_class: int | None,
+    cfg_channels: int | None,
+    interval,
+    diffusion: GaussianDiffusion,
+) -> Callable:
     """The network as the samplers call it: under ``precision``'s autocast, output in fp32, with classifier-free
     guidance at ``cfg_scale`` (on the first ``cfg_channels``; only within ``interval`` = (lo, hi, "sigma" | "t"),
     if given)."""

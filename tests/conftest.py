@@ -69,6 +69,6 @@ def latents(tmp_path_factory) -> Path:
         m[:, :, 1] = np.abs(m[:, :, 1]) * 0.1
         write_shard(d / shard_name(k), m)
         shards.append({"file": shard_name(k), "labels": rng.integers(0, 3, n).tolist()})
-    write_manifest(d, shards, classes=["a", "b", "c"], vae="test", scale_factor=0.5, image_size=64,
-                   latent_shape=[4, 8, 8])  # fmt: skip
+    meta = {"vae": "test", "scale_factor": 0.5, "image_size": 64, "latent_shape": [4, 8, 8]}
+    write_manifest(d, shards, classes=["a", "b", "c"], **meta)
     return d

@@ -157,8 +157,9 @@ def test_density_and_weighting_parameters_out_of_range(kwargs, message):
 def test_the_uniform_objective_refuses_a_density_with_an_empty_step():
     """Laplace(0, 0.05) on the cosine schedule: the far tails round to zero mass, and 1/(T·p) would be infinite."""
     with pytest.raises(ValueError, match=r"no mass on step \d+, so the uniform objective would divide by zero"):
-        create_diffusion(noise_schedule="cosine", timestep_sampling="laplace", laplace=(0.0, 0.05),
-                         timestep_objective="uniform")  # fmt: skip
+        create_diffusion(
+            noise_schedule="cosine", timestep_sampling="laplace", laplace=(0.0, 0.05), timestep_objective="uniform"
+        )
     create_diffusion(noise_schedule="cosine", timestep_sampling="laplace", laplace=(0.0, 0.05))  # resampled is fine
 
 

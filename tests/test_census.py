@@ -33,8 +33,13 @@ def write_bad_checkpoints(d: Path) -> None:
     torch.save({"model": {"w": torch.ones(2)}, "hook": print}, d / "code.pt")  # pickles a Python callable
 
 
-CHECKPOINTS = {"random.pt": "unreadable", "empty.pt": "unreadable", "cut.pt": "unreadable",
-               "code.pt": "needs arbitrary pickled code", "missing.pt": "does not exist"}  # fmt: skip
+CHECKPOINTS = {
+    "random.pt": "unreadable",
+    "empty.pt": "unreadable",
+    "cut.pt": "unreadable",
+    "code.pt": "needs arbitrary pickled code",
+    "missing.pt": "does not exist",
+}
 TOML = {
     "unknown key": ("lr = 1e-4\nlearning_rate = 1e-4\n", "unknown keys ['learning_rate']"),
     "a string for a number": ('lr = "fast"\n', "lr = 'fast' is not a number"),
@@ -87,8 +92,18 @@ def test_train_batch_that_does_not_divide_by_the_world_size(tmp_path):
 
 
 def test_train_eval_samples_that_one_process_fills_and_two_do_not(tmp_path):
-    cmd = [str(ROOT / "train.py"), *TRAIN, "--eval-every", "1", "--eval-samples", "20", "--eval-batch-size", "20",
-           "--results-dir", "run"]  # fmt: skip
+    cmd = [
+        str(ROOT / "train.py"),
+        *TRAIN,
+        "--eval-every",
+        "1",
+        "--eval-samples",
+        "20",
+        "--eval-batch-size",
+        "20",
+        "--results-dir",
+        "run",
+    ]
     refused(cmd, tmp_path, "--eval-batch-size 20 × 2 process(es) = 40", {**ENV, "WORLD_SIZE": "2"})
 
 
@@ -144,11 +159,34 @@ def save_images(d: Path, n: int = 4, mode: str = "L", start: int = 0) -> None:
 
 def test_train_fd_fashion_on_images_it_cannot_score(tmp_path):
     save_images(tmp_path / "images/a", mode="RGB")
-    cmd = [str(ROOT / "train.py"), *TRAIN, "--data-path", "images", "--vae", "none", "--image-size", "16",
-           "--eval-every", "1", "--eval-extractor", "fashion", "--eval-ref", "fashion-test", "--eval-samples", "4",
-           "--eval-batch-size", "2", "--results-dir", "run"]  # fmt: skip
-    refused(cmd, tmp_path, "--eval-extractor fashion scores grey 28×28 or 32×32 images, and this run's samples are "
-            "[3, 16, 16]; use inception")  # fmt: skip
+    cmd = [
+        str(ROOT / "train.py"),
+        *TRAIN,
+        "--data-path",
+        "images",
+        "--vae",
+        "none",
+        "--image-size",
+        "16",
+        "--eval-every",
+        "1",
+        "--eval-extractor",
+        "fashion",
+        "--eval-ref",
+        "fashion-test",
+        "--eval-samples",
+        "4",
+        "--eval-batch-size",
+        "2",
+        "--results-dir",
+        "run",
+    ]
+    refused(
+        cmd,
+        tmp_path,
+        "--eval-extractor fashion scores grey 28×28 or 32×32 images, and this run's samples are "
+        "[3, 16, 16]; use inception",
+    )
 
 
 def truncate(path: Path) -> None:
@@ -162,7 +200,7 @@ BAD_IMAGES = {  # what to put among good images -> the message
     "a truncated image": (lambda d: truncate(d / "2.png"), "2.png is not a readable image (image file is truncated"),
     "an RGBA image": (lambda d: save_images(d, 1, "RGBA", 9), "9.png has an alpha channel (mode RGBA)"),
     "a 16-bit image": (lambda d: Image.new("I;16", (28, 28)).save(d / "9.png"), "9.png has mode I;16, not 8-bit"),
-}  # fmt: skip
+}
 BAD_NPZ = {  # arrays of the .npz -> the message
     "an object array (a pickle)": ({"arr_0": np.array([{"a": 1}] * 4, dtype=object)}, "holds Python objects"),
     "float images": ({"arr_0": np.zeros((4, 28, 28, 1), np.float32)}, "is float32, expected uint8"),
@@ -171,9 +209,16 @@ BAD_NPZ = {  # arrays of the .npz -> the message
 }
 BAD_STATS = {  # a reference statistics file -> the message
     "NaN in the mean": ({"mu": np.full(128, np.nan), "sigma": np.eye(128)}, "pool statistics (mu, sigma) hold NaN"),
-    "inf in a covariance": ({"mu": np.zeros(128), "sigma": np.eye(128), "mu_s": np.zeros(448),
-                             "sigma_s": np.diag(np.r_[np.inf, np.ones(447)])}, "spatial statistics (mu_s, sigma_s)"),
-}  # fmt: skip
+    "inf in a covariance": (
+        {
+            "mu": np.zeros(128),
+            "sigma": np.eye(128),
+            "mu_s": np.zeros(448),
+            "sigma_s": np.diag(np.r_[np.inf, np.ones(447)]),
+        },
+        "spatial statistics (mu_s, sigma_s)",
+    ),
+}
 EVAL = [str(ROOT / "evaluate_fid.py"), "--feature-extractor", "fashion", "--device", "cpu", "--json", "out.json"]
 
 
@@ -221,8 +266,10 @@ def test_an_image_folder_of_mixed_modes_is_read_as_rgb_with_one_warning(tmp_path
     assert np.abs(batch[2].astype(int) - [255, 0, 0]).max() <= 2  # JPEG rounding
 
 
-REFERENCE = [str(ROOT / "make_reference.py"), "images", "ref.npz", "--image-size", "28", "--feature-extractor",
-             "fashion", "--device", "cpu"]  # fmt: skip
+REFERENCE = [
+    str(ROOT / "make_reference.py"),
+    *"images ref.npz --image-size 28 --feature-extractor fashion --device cpu".split(),
+]
 BAD_FOLDERS = {  # what make_reference.py gets instead of an image folder -> the message
     "a folder that does not exist": (lambda d: None, "images does not exist or is not a directory"),
     "an empty folder": (lambda d: d.mkdir(), "images holds no PNG or JPEG images"),
@@ -255,9 +302,16 @@ EXTRACT = ["--out", "latents", "--image-size", "16", "--shard-size", "2", "--bat
 def vae(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("vae") / "vae"
     torch.manual_seed(0)
-    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1,
-                  norm_num_groups=8, sample_size=16).save_pretrained(path)  # fmt: skip
+    model = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=16,
+    )
+    model.save_pretrained(path)
     return path
 
 

@@ -1,6 +1,7 @@
 """The checkpoint format (training/checkpoint.py): write -> read round trips, the model rebuilt from ``arch`` alone,
 the old layout (version 1) read to the same model, sampling result and resumed run, and newer versions refused."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 from data import Scale, TrainingData
 from data.normalization import Normalization
 from data.transform import read_transform, transform_record
-from diffusion import create_diffusion, edm_timesteps, sample_heun
+from diffusion import LossConfig, create_diffusion, edm_timesteps, sample_heun
 from diffusion.uncertainty import LogVariance
 from models import create_model
 from sampling import load_for_sampling
@@ -55,8 +56,8 @@ def parts(args, data: TrainingData, seed: int) -> dict:
     opt = torch.optim.AdamW([*model.parameters(), *logvar.parameters()], lr=args.lr)
     sum((p * p).sum() for p in opt.param_groups[0]["params"]).backward()  # a state that depends on the seed
     opt.step()
-    return {"model": model, "ema": ema, "opt": opt, "scaler": torch.amp.GradScaler("cpu", enabled=False),
-            "logvar": logvar}  # fmt: skip
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return {"model": model, "ema": ema, "opt": opt, "scaler": scaler, "logvar": logvar}
 
 
 def checkpoint(args, data, p: dict, step: int = 7) -> dict:
@@ -74,11 +75,18 @@ def old_layout(args, data: TrainingData, p: dict, step: int, scale_factor: float
         "scaler": p["scaler"].state_dict(),
         "step": step,
         "args": vars(args),
-        "data": {"seed": args.seed, "position": step * args.global_batch_size, "shape": list(data.shape),
-                 "num_classes": data.num_classes, "decoder": data.decoder, "scale_factor": scale_factor,
-                 "description": data.description, "normalization": norm.record() if norm else None},
+        "data": {
+            "seed": args.seed,
+            "position": step * args.global_batch_size,
+            "shape": list(data.shape),
+            "num_classes": data.num_classes,
+            "decoder": data.decoder,
+            "scale_factor": scale_factor,
+            "description": data.description,
+            "normalization": norm.record() if norm else None,
+        },
         "uncertainty": p["logvar"].state_dict(),
-    }  # fmt: skip
+    }
 
 
 def same(a, b) -> bool:
@@ -108,9 +116,45 @@ def test_write_read_restore_write_gives_the_same_checkpoint(run, tmp_path):
     step = restore(read(load_checkpoint(tmp_path / "c.pt"), "c.pt"), *fresh.values())
     assert step == 7
     assert same(checkpoint(args, data, fresh), written)
-    assert written["format"] == {"name": "minsnr-dit", "version": 2}
-    assert written["arch"] == {"name": "DiT-T/4", "kwargs": {"input_size": 8, "in_channels": 4, "num_classes": 3,
-                               "learn_sigma": False, "class_dropout_prob": 0.1, "qk_norm": False}}  # fmt: skip
+    assert written["format"] == {"name": "minsnr-dit", "version": 3}
+    kwargs = {"input_size": 8, "in_channels": 4, "num_classes": 3, "learn_sigma": False, "class_dropout_prob": 0.1}
+    assert written["arch"] == {"name": "DiT-T/4", "kwargs": {**kwargs, "qk_norm": False}}
+
+
+def test_the_loss_record_is_the_loss_config_with_every_field(run):
+    """``loss`` is ``LossConfig.to_dict()``: a key per field, so a new field or table parameter is recorded without
+    an edit here, and the record rebuilds the config the run trained with."""
+    args, data = run
+    args.weighting, args.timestep_sampling, args.seed = "soft_min_snr", "logit_normal", 5
+    record = checkpoint(args, data, parts(args, data, seed=0))["loss"]
+    assert list(record) == [f.name for f in dataclasses.fields(LossConfig)]
+    assert LossConfig.from_dict(record) == LossConfig.from_args(args)
+    assert record["weighting_params"] == {"snr_gamma": 5.0} and record["density_params"] == {"logit_normal": (0.0, 1.0)}
+    assert record["learned_uncertainty"] is True and record["uncertainty_seed"] == 5
+    with pytest.raises(ValueError, match=r"unknown loss settings \['gamma'\]; valid: prediction, weighting"):
+        LossConfig.from_dict({**record, "gamma": 5.0})
+
+
+# What version 2 recorded as ``loss``: these flags, by hand (training/checkpoint.py as of commit 0b01235).
+V2_LOSS_FLAGS = (
+    "weighting snr_gamma sigma_data sigmoid_bias timestep_sampling logit_normal laplace timestep_objective "
+    "learned_uncertainty"
+).split()
+
+
+def test_versions_2_and_1_read_to_the_loss_record_of_version_3(run):
+    args, data = run
+    args.weighting, args.snr_gamma, args.seed = "min_snr", 3.0, 2
+    written = checkpoint(args, data, parts(args, data, seed=0))
+    flags = vars(args)
+    v2 = {**written, "format": {"name": "minsnr-dit", "version": 2}, "loss": {k: flags[k] for k in V2_LOSS_FLAGS}}
+    assert same(read(v2, "v2.pt"), written)
+    v1 = old_layout(args, data, parts(args, data, seed=0), 7, 0.5)
+    assert read(v1, "v1.pt")["loss"] == written["loss"]
+    # A version-1 file from before the timestep densities and learned uncertainty: those take their defaults.
+    v1["args"] = {k: v for k, v in flags.items() if k not in V2_LOSS_FLAGS[4:]}
+    expected = LossConfig(prediction="x0", weighting="min_snr", weighting_params={"snr_gamma": 3.0}, uncertainty_seed=2)
+    assert LossConfig.from_dict(read(v1, "v1.pt")["loss"]) == expected
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
@@ -176,8 +220,8 @@ def test_resume_from_the_old_layout_is_bitwise(latents, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
     def train(*extra: str) -> None:
-        cmd = [sys.executable, str(ROOT / "train.py"), *FLAGS, "--data-path", str(latents), "--max-steps", "4",
-               "--ckpt-every", "2", "--keep-checkpoints", "0", "--num-workers", "0", *extra]  # fmt: skip
+        flags = "--max-steps 4 --ckpt-every 2 --keep-checkpoints 0 --num-workers 0".split()
+        cmd = [sys.executable, str(ROOT / "train.py"), *FLAGS, "--data-path", str(latents), *flags, *extra]
         out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
         assert out.returncode == 0, out.stderr[-3000:]
 
@@ -196,11 +240,13 @@ def test_a_newer_format_version_is_refused_in_one_line(run, tmp_path):
     args, data = run
     p = parts(args, data, seed=0)
     ckpt = checkpoint(args, data, p)
-    ckpt["format"]["version"] = 3
+    ckpt["format"]["version"] = 4
     save_atomic(ckpt, tmp_path / "future.pt")
-    expected = "has checkpoint format {'name': 'minsnr-dit', 'version': 3}; this code reads minsnr-dit versions 1 to 2"
-    for load in (lambda: load_for_sampling(str(tmp_path / "future.pt")),
-                 lambda: read_for_resume(tmp_path / "future.pt", args, data, p["model"])):  # fmt: skip
+    expected = "has checkpoint format {'name': 'minsnr-dit', 'version': 4}; this code reads minsnr-dit versions 1 to 3"
+    for load in (
+        lambda: load_for_sampling(str(tmp_path / "future.pt")),
+        lambda: read_for_resume(tmp_path / "future.pt", args, data, p["model"]),
+    ):
         with pytest.raises(ValueError, match="newer version needs newer code") as err:
             load()
         assert expected in str(err.value) and "\n" not in str(err.value)

@@ -20,24 +20,51 @@ from training.config import parse_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-MIN_SNR = {"lr": 1e-4, "adam_betas": [0.99, 0.99], "weight_decay": 0.03, "global_batch_size": 8 * 32,
-           "class_dropout": 0.15, "noise_schedule": "cosine", "diffusion_steps": 1000, "learn_sigma": False,
-           "ema_decay": 0.9999, "warmup_steps": 0, "grad_clip": 0.0}  # fmt: skip
-DIT = {"lr": 1e-4, "adam_betas": [0.9, 0.999], "weight_decay": 0.0, "global_batch_size": 256, "class_dropout": 0.1,
-       "noise_schedule": "linear", "diffusion_steps": 1000, "learn_sigma": True, "ema_decay": 0.9999,
-       "warmup_steps": 0, "grad_clip": 0.0, "model": "DiT-XL/2", "prediction": "eps", "weighting": "snr"}  # fmt: skip
+MIN_SNR = {
+    "lr": 1e-4,
+    "adam_betas": [0.99, 0.99],
+    "weight_decay": 0.03,
+    "global_batch_size": 8 * 32,
+    "class_dropout": 0.15,
+    "noise_schedule": "cosine",
+    "diffusion_steps": 1000,
+    "learn_sigma": False,
+    "ema_decay": 0.9999,
+    "warmup_steps": 0,
+    "grad_clip": 0.0,
+}
+DIT = {
+    "lr": 1e-4,
+    "adam_betas": [0.9, 0.999],
+    "weight_decay": 0.0,
+    "global_batch_size": 256,
+    "class_dropout": 0.1,
+    "noise_schedule": "linear",
+    "diffusion_steps": 1000,
+    "learn_sigma": True,
+    "ema_decay": 0.9999,
+    "warmup_steps": 0,
+    "grad_clip": 0.0,
+    "model": "DiT-XL/2",
+    "prediction": "eps",
+    "weighting": "snr",
+}
+
+
+def vit(model: str, prediction: str, weighting: str) -> dict:
+    """The official Min-SNR ViT recipe for one arm (γ = 5 for min_snr)."""
+    gamma = {"snr_gamma": 5} if weighting == "min_snr" else {}
+    return {**MIN_SNR, "model": model, "prediction": prediction, "weighting": weighting, **gamma}
+
 
 EXPECTED = {
-    "vit-b2_x0_min_snr.toml": {**MIN_SNR, "model": "ViT-B/2", "prediction": "x0", "weighting": "min_snr",
-                               "snr_gamma": 5},
-    "vit-b2_x0_const.toml": {**MIN_SNR, "model": "ViT-B/2", "prediction": "x0", "weighting": "const"},
-    "vit-b2_eps_min_snr.toml": {**MIN_SNR, "model": "ViT-B/2", "prediction": "eps", "weighting": "min_snr",
-                                "snr_gamma": 5},
-    "vit-b2_eps_const.toml": {**MIN_SNR, "model": "ViT-B/2", "prediction": "eps", "weighting": "const"},
-    "vit-xl2_x0_min_snr.toml": {**MIN_SNR, "model": "ViT-XL/2", "prediction": "x0", "weighting": "min_snr",
-                                "snr_gamma": 5},
+    "vit-b2_x0_min_snr.toml": vit("ViT-B/2", "x0", "min_snr"),
+    "vit-b2_x0_const.toml": vit("ViT-B/2", "x0", "const"),
+    "vit-b2_eps_min_snr.toml": vit("ViT-B/2", "eps", "min_snr"),
+    "vit-b2_eps_const.toml": vit("ViT-B/2", "eps", "const"),
+    "vit-xl2_x0_min_snr.toml": vit("ViT-XL/2", "x0", "min_snr"),
     "dit-xl2_baseline.toml": DIT,
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

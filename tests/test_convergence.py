@@ -95,8 +95,8 @@ def test_command_draws_and_reads_out_seeds(tmp_path):
             rows = [(500 * stretch * k, 0.1, 300 * scale / k**1.5) for k in range(1, 9)]
             runs.append(str(write_metrics(tmp_path / f"{arm}-s{seed}", rows)))
     out = tmp_path / "plots/fd.png"
-    res = subprocess.run([*CURVES, *runs, "--metric", "fd_fashion", "--out", str(out)], capture_output=True, text=True,
-                         env=ENV)  # fmt: skip
+    cmd = [*CURVES, *runs, "--metric", "fd_fashion", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     assert res.returncode == 0, res.stderr
     # after the arm: steps, speed-up, "s0", steps, "(speed-up),", "s1", steps, "(speed-up)"
     cells = [line.split(f"{tmp_path}/min_snr ")[1].split() for line in res.stdout.splitlines() if "/min_snr " in line]
@@ -125,15 +125,22 @@ def test_evaluates_every_checkpoint_once_and_plots(tmp_path):
     runs = []
     for weighting in ("const", "min_snr"):
         run = tmp_path / f"x0-{weighting}"
-        args = ["--model", "DiT-T/4", "--prediction", "x0", "--weighting", weighting, "--max-steps", "2",
-                "--ckpt-every", "1", "--keep-checkpoints", "0", "--global-batch-size", "4", "--num-workers", "0",
-                "--results-dir", str(run)]  # fmt: skip
+        flags = "--model DiT-T/4 --prediction x0 --max-steps 2 --ckpt-every 1 --keep-checkpoints 0".split()
+        flags += "--global-batch-size 4 --num-workers 0".split()
+        args = [*flags, "--weighting", weighting, "--results-dir", str(run)]
         res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
         assert res.returncode == 0, res.stderr[-2000:]
         runs.append(str(run))
-    cmd = [sys.executable, str(ROOT / "tools/convergence.py"), f"base={runs[0]}", runs[1],
-           "--out", str(tmp_path / "out"), "--num-samples", "12", "--batch-size", "6", "--steps", "2",
-           "--weights", "raw", "--device", "cpu"]  # fmt: skip
+    flags = "--num-samples 12 --batch-size 6 --steps 2 --weights raw --device cpu".split()
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools/convergence.py"),
+        f"base={runs[0]}",
+        runs[1],
+        "--out",
+        str(tmp_path / "out"),
+        *flags,
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, env=ENV)
     assert res.returncode == 0, res.stderr[-2000:]
     with open(tmp_path / "out/curves.csv") as f:

@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_short_campaign_every_kill_lands_in_a_save_and_every_result_is_bitwise_equal(tmp_path):
-    cmd = [sys.executable, "-m", "tests.crash_campaign", "--kills", "2", "--chain", "2", "--aim", "saves",
-           "--pause", "0.05", "--out", str(tmp_path)]  # fmt: skip
+    flags = "--kills 2 --chain 2 --aim saves --pause 0.05".split()
+    cmd = [sys.executable, "-m", "tests.crash_campaign", *flags, "--out", str(tmp_path)]
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 0, res.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "kills.csv")))
@@ -38,8 +38,10 @@ def test_the_checks_catch_a_changed_file_a_cut_checkpoint_a_missing_one_and_a_le
     (out / "latents/.shard-00001.npy.abcd.tmp").write_bytes(b"")
     assert temporaries(out) == ["shard-00001.npy"]
     problems = complete(JOBS["extract"], out, ref)
-    assert problems == ["latents/manifest.json: bytes differ from the reference",
-                        "temporary files left after the run finished: shard-00001.npy"]  # fmt: skip
+    assert problems == [
+        "latents/manifest.json: bytes differ from the reference",
+        "temporary files left after the run finished: shard-00001.npy",
+    ]
 
     ref, out = tmp_path / "train-ref", tmp_path / "train-out"
     state = {"model": {"w": torch.ones(3)}, "ema": {"w": torch.zeros(3)}, "step": 2}

@@ -69,9 +69,9 @@ def runs(tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("runs")
     out = []
     for name, weighting in (("x0-const-s0", "const"), ("x0-min_snr-s0", "min_snr")):
-        args = ["--model", "DiT-T/4", "--weighting", weighting, "--max-steps", "2", "--ckpt-every", "1",
-                "--keep-checkpoints", "0", "--global-batch-size", "8", "--num-workers", "0", "--lr", "1e-2",
-                "--results-dir", str(root / name)]  # fmt: skip
+        flags = "--model DiT-T/4 --max-steps 2 --ckpt-every 1 --keep-checkpoints 0 --global-batch-size 8".split()
+        flags += "--num-workers 0 --lr 1e-2".split()
+        args = [*flags, "--weighting", weighting, "--results-dir", str(root / name)]
         res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
         assert res.returncode == 0, res.stderr[-2000:]
         out.append(root / name)
@@ -105,12 +105,12 @@ def test_the_tool_reads_latent_directories_in_unscaled_latent_units(latents, tmp
     """On latents the held-out x is the posterior mean of each unflipped image, compared in the units of z (the
     checkpoint's scale factor undone), so the zero floor is mean μ² of the stored moments."""
     run = tmp_path / "x0-const-s0"
-    args = ["--model", "DiT-T/4", "--data-path", str(latents), "--weighting", "const", "--max-steps", "1",
-            "--global-batch-size", "4", "--num-workers", "0", "--results-dir", str(run)]  # fmt: skip
+    flags = "--model DiT-T/4 --weighting const --max-steps 1 --global-batch-size 4 --num-workers 0".split()
+    args = [*flags, "--data-path", str(latents), "--results-dir", str(run)]
     res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
     assert res.returncode == 0, res.stderr[-2000:]
-    res = tool(str(run), "--out", str(tmp_path / "out"), "--data-path", str(latents), "--num-images", "8",
-               "--timesteps", "500")  # fmt: skip
+    paths = ["--out", str(tmp_path / "out"), "--data-path", str(latents)]
+    res = tool(str(run), *paths, "--num-images", "8", "--timesteps", "500")
     assert res.returncode == 0, res.stderr[-2000:]
     (row,) = csv.DictReader((tmp_path / "out/denoiser.csv").open())
     mu = np.concatenate([np.load(p)[:, 0, 0] for p in sorted(latents.glob("shard-*.npy"))])[:8].astype(np.float64)

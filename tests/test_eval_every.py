@@ -23,20 +23,43 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 # The demo recipe at toy size; lr 1e-2 and EMA 0.5 move DiT's zero-initialised output within 4 steps, so the
 # samples differ from each other and from one setting to another (as the golden test's "sampling-source" run).
-TRAIN = ["--config", str(ROOT / "configs/fashion_dit-t4_x0_const.toml"), "--global-batch-size", "8",
-         "--num-workers", "0", "--warmup-steps", "0", "--lr", "1e-2", "--ema-decay", "0.5", "--log-every", "2",
-         "--ckpt-every", "2", "--keep-checkpoints", "0"]  # fmt: skip
+TRAIN = [
+    "--config",
+    str(ROOT / "configs/fashion_dit-t4_x0_const.toml"),
+    "--global-batch-size",
+    "8",
+    "--num-workers",
+    "0",
+    "--warmup-steps",
+    "0",
+    "--lr",
+    "1e-2",
+    "--ema-decay",
+    "0.5",
+    "--log-every",
+    "2",
+    "--ckpt-every",
+    "2",
+    "--keep-checkpoints",
+    "0",
+]
 SAMPLING = {"samples": 20, "batch-size": 10, "sampler": "heun", "steps": 3, "cfg-scale": 1.5, "seed": 3}
 
 
 def eval_flags(ref: Path, every: int) -> list[str]:
-    return ["--eval-every", str(every), "--eval-ref", str(ref),
-            *[item for k, v in SAMPLING.items() for item in (f"--eval-{k}", str(v))]]  # fmt: skip
+    return [
+        "--eval-every",
+        str(every),
+        "--eval-ref",
+        str(ref),
+        *[item for k, v in SAMPLING.items() for item in (f"--eval-{k}", str(v))],
+    ]
 
 
 def run(script: str, args: list, nproc: int = 1) -> None:
-    res = subprocess.run([*launcher(nproc), str(ROOT / script), *map(str, args)], capture_output=True, text=True,
-                         env=ENV, timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [*launcher(nproc), str(ROOT / script), *map(str, args)], capture_output=True, text=True, env=ENV, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
 
 
@@ -66,10 +89,27 @@ def test_the_score_is_sample_ddp_and_evaluate_fid_on_the_checkpoint(scored, ref,
     logged = scores(scored)
     assert sorted(logged) == [2, 4] and logged[2] != logged[4]
     npz = tmp_path / "s.npz"
-    run("sample_ddp.py", ["--ckpt", scored / "checkpoints/0000004.pt", "--num-samples", SAMPLING["samples"],
-                          "--per-proc-batch-size", SAMPLING["batch-size"], "--sampler", SAMPLING["sampler"],
-                          "--steps", SAMPLING["steps"], "--cfg-scale", SAMPLING["cfg-scale"], "--seed",
-                          SAMPLING["seed"], "--out", npz])  # fmt: skip
+    run(
+        "sample_ddp.py",
+        [
+            "--ckpt",
+            scored / "checkpoints/0000004.pt",
+            "--num-samples",
+            SAMPLING["samples"],
+            "--per-proc-batch-size",
+            SAMPLING["batch-size"],
+            "--sampler",
+            SAMPLING["sampler"],
+            "--steps",
+            SAMPLING["steps"],
+            "--cfg-scale",
+            SAMPLING["cfg-scale"],
+            "--seed",
+            SAMPLING["seed"],
+            "--out",
+            npz,
+        ],
+    )
     result = evaluate(ref, npz, "fid", "fashion", batch_size=SAMPLING["batch-size"], device="cpu")
     assert np.isfinite(result["metrics"]["fd_fashion"])
     assert logged[4] == f"{result['metrics']['fd_fashion']:.6g}"  # metrics.csv keeps 6 significant digits
@@ -89,8 +129,18 @@ def test_one_and_two_processes_give_the_same_score(scored, ref, tmp_path):
     bit (DDP's averaged gradients would differ in the last bits); only the evaluation differs: 20 samples drawn
     by one rank, or 10 by each of two."""
     for nproc in (1, 2):
-        args = [*TRAIN, "--lr", "0", "--max-steps", "3", *eval_flags(ref, 3), "--results-dir", tmp_path / f"{nproc}",
-                "--resume", scored / "checkpoints/0000002.pt"]  # fmt: skip
+        args = [
+            *TRAIN,
+            "--lr",
+            "0",
+            "--max-steps",
+            "3",
+            *eval_flags(ref, 3),
+            "--results-dir",
+            tmp_path / f"{nproc}",
+            "--resume",
+            scored / "checkpoints/0000002.pt",
+        ]
         run("train.py", args, nproc)
     assert scores(tmp_path / "1").keys() == {3}
     assert scores(tmp_path / "1") == scores(tmp_path / "2")
@@ -134,8 +184,12 @@ def test_a_resumed_log_widens_its_header_for_the_first_score(tmp_path):
     again.close()
     with open(tmp_path / "metrics.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows == [["step", "loss", "lr", "fd_fashion", "eval_s"], ["1", "0.5", "0.001", "", ""],
-                    ["2", "0.25", "0.001", "", ""], ["2", "", "", "40", "3"]]  # fmt: skip
+    assert rows == [
+        ["step", "loss", "lr", "fd_fashion", "eval_s"],
+        ["1", "0.5", "0.001", "", ""],
+        ["2", "0.25", "0.001", "", ""],
+        ["2", "", "", "40", "3"],
+    ]
 
 
 @pytest.mark.filterwarnings("ignore:the .* covariance .* is singular")
@@ -148,20 +202,78 @@ def test_latent_runs_are_decoded_and_scored_by_fid(tmp_path):
         (images / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / "ab"[i % 2] / f"{i}.png")
     torch.manual_seed(0)
-    AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                  up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1,
-                  norm_num_groups=8, sample_size=16).save_pretrained(vae)  # fmt: skip
+    AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=16,
+    ).save_pretrained(vae)
     weights = save_random_inception(tmp_path / "inception.pth")
     ref = tmp_path / "ref.npz"
     np.savez(ref, arr_0=np.random.default_rng(1).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8))
-    flags = ["--eval-every", "2", "--eval-ref", ref, "--eval-weights", weights, "--eval-samples", "10",
-             "--eval-batch-size", "5", "--eval-steps", "2", "--eval-cfg-scale", "1"]  # fmt: skip
-    run("train.py", ["--model", "DiT-T/4", "--data-path", images, "--vae", vae, "--image-size", "16",
-                     "--global-batch-size", "4", "--num-workers", "0", "--max-steps", "2", "--lr", "1e-2",
-                     "--ema-decay", "0.5", *flags, "--results-dir", tmp_path / "run"])  # fmt: skip
+    flags = [
+        "--eval-every",
+        "2",
+        "--eval-ref",
+        ref,
+        "--eval-weights",
+        weights,
+        "--eval-samples",
+        "10",
+        "--eval-batch-size",
+        "5",
+        "--eval-steps",
+        "2",
+        "--eval-cfg-scale",
+        "1",
+    ]
+    run(
+        "train.py",
+        [
+            "--model",
+            "DiT-T/4",
+            "--data-path",
+            images,
+            "--vae",
+            vae,
+            "--image-size",
+            "16",
+            "--global-batch-size",
+            "4",
+            "--num-workers",
+            "0",
+            "--max-steps",
+            "2",
+            "--lr",
+            "1e-2",
+            "--ema-decay",
+            "0.5",
+            *flags,
+            "--results-dir",
+            tmp_path / "run",
+        ],
+    )
     npz = tmp_path / "s.npz"
-    run("sample_ddp.py", ["--ckpt", tmp_path / "run/checkpoints/0000002.pt", "--num-samples", "10",
-                          "--per-proc-batch-size", "5", "--steps", "2", "--cfg-scale", "1", "--out", npz])  # fmt: skip
+    run(
+        "sample_ddp.py",
+        [
+            "--ckpt",
+            tmp_path / "run/checkpoints/0000002.pt",
+            "--num-samples",
+            "10",
+            "--per-proc-batch-size",
+            "5",
+            "--steps",
+            "2",
+            "--cfg-scale",
+            "1",
+            "--out",
+            npz,
+        ],
+    )
     result = evaluate(ref, npz, "fid", "inception", str(weights), batch_size=5, device="cpu")
     assert np.isfinite(result["metrics"]["fid"])
     assert scores(tmp_path / "run", "fid") == {2: f"{result['metrics']['fid']:.6g}"}

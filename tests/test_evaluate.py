@@ -311,8 +311,9 @@ def test_inception_features_are_pool_3_mixed_6d_branch1x1_and_the_unbiased_logit
     nchw = images.permute(0, 3, 1, 2)
     pool, logits = net(nchw)
     x = (interpolate_bilinear_2d_like_tensorflow1x(nchw.float(), size=(299, 299), align_corners=False) - 128) / 128
-    for name in ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-                 "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c"]:  # fmt: skip
+    layers = "Conv2d_1a_3x3 Conv2d_2a_3x3 Conv2d_2b_3x3 MaxPool_1 Conv2d_3b_1x1 Conv2d_4a_3x3 MaxPool_2"
+    layers += " Mixed_5b Mixed_5c Mixed_5d Mixed_6a Mixed_6b Mixed_6c"
+    for name in layers.split():
         x = getattr(net, name)(x)
     mixed_6_conv = net.Mixed_6d.branch1x1(x).detach().numpy().transpose(0, 2, 3, 1)  # NHWC [3, 17, 17, 192]
     assert mixed_6_conv.shape == (3, 17, 17, 192) and (mixed_6_conv >= 0).all()
@@ -330,9 +331,9 @@ def test_inception_features_are_pool_3_mixed_6d_branch1x1_and_the_unbiased_logit
 
 def test_command_line_end_to_end(weights, inputs, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    cmd = [sys.executable, str(ROOT / "evaluate_fid.py"), str(inputs / "ref"), str(inputs / "sample.npz"),
-           "--weights", str(weights), "--device", "cpu", "--batch-size", "4", "--json", str(tmp_path / "out.json"),
-           "--save-ref-stats", str(tmp_path / "ref_stats.npz")]  # fmt: skip
+    cmd = [sys.executable, str(ROOT / "evaluate_fid.py"), str(inputs / "ref"), str(inputs / "sample.npz")]
+    cmd += ["--weights", str(weights), "--device", "cpu", "--batch-size", "4", "--json", str(tmp_path / "out.json")]
+    cmd += ["--save-ref-stats", str(tmp_path / "ref_stats.npz")]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()

@@ -87,9 +87,12 @@ def test_dit_and_diffusers_timestep_features_differ_as_measured():
 
 @pytest.mark.parametrize(
     "prediction,schedule,kind,betas",
-    [("x0", "cosine", "sample", "squaredcos_cap_v2"), ("eps", "linear", "epsilon", "linear"),
-     ("v", "scaled_linear", "v_prediction", "scaled_linear")],
-)  # fmt: skip
+    [
+        ("x0", "cosine", "sample", "squaredcos_cap_v2"),
+        ("eps", "linear", "epsilon", "linear"),
+        ("v", "scaled_linear", "v_prediction", "scaled_linear"),
+    ],
+)
 def test_the_scheduler_has_our_schedule_and_target(prediction, schedule, kind, betas):
     sched = diffusers.DDIMScheduler.from_config(scheduler_config(prediction, schedule, 1000))
     assert sched.config.prediction_type == kind and sched.config.beta_schedule == betas

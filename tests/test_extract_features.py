@@ -27,16 +27,22 @@ def folder_and_vae(tmp_path_factory):
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)).save(d / f"{i}.png")
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, layers_per_block=1,
-                        norm_num_groups=8, sample_size=16)  # fmt: skip
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=16,
+    )
     vae.save_pretrained(root / "vae")
     return root
 
 
 def extract(root, out, nproc=1, expect=0):
-    args = ["--data-path", str(root / "images"), "--out", str(out), "--image-size", "16", "--vae", str(root / "vae"),
-            "--shard-size", "2", "--batch-size", "2", "--num-workers", "0"]  # fmt: skip
+    paths = ["--data-path", str(root / "images"), "--out", str(out), "--vae", str(root / "vae")]
+    args = [*paths, *"--image-size 16 --shard-size 2 --batch-size 2 --num-workers 0".split()]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     script = str(ROOT / "extract_features.py")
     res = subprocess.run([*launcher(nproc), script, *args], capture_output=True, text=True, env=env, timeout=600)
@@ -87,8 +93,8 @@ def test_rerun_skips_finished_shards(folder_and_vae, tmp_path):
 def test_latents_train_then_sample_decodes_with_the_recorded_vae(folder_and_vae, tmp_path):
     extract(folder_and_vae, tmp_path / "lat")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    args = ["--model", "DiT-T/4", "--data-path", str(tmp_path / "lat"), "--global-batch-size", "2", "--max-steps", "1",
-            "--num-workers", "0", "--results-dir", str(tmp_path / "run")]  # fmt: skip
+    flags = "--model DiT-T/4 --global-batch-size 2 --max-steps 1 --num-workers 0".split()
+    args = [*flags, "--data-path", str(tmp_path / "lat"), "--results-dir", str(tmp_path / "run")]
     res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     ckpt = tmp_path / "run/checkpoints/0000001.pt"

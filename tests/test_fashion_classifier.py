@@ -96,8 +96,8 @@ def test_cli_reports_fd_fashion_never_fid(tmp_path):
     images, _ = load_arrays("train")
     np.savez(tmp_path / "s.npz", arr_0=padded(images[:50]))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(ROOT / "evaluate_fid.py"), "fashion-test", str(tmp_path / "s.npz"),
-           "--feature-extractor", "fashion", "--device", "cpu", "--metrics", "fid,is"]  # fmt: skip
+    flags = "--feature-extractor fashion --device cpu --metrics fid,is".split()
+    cmd = [sys.executable, str(ROOT / "evaluate_fid.py"), "fashion-test", str(tmp_path / "s.npz"), *flags]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "fd_fashion" in res.stdout and "is_fashion" in res.stdout and "FID" not in res.stdout

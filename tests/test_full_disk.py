@@ -14,8 +14,7 @@ from training.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 PAGE = 4096
-TRAIN = ["--model", "DiT-T/4", "--global-batch-size", "4", "--num-workers", "0", "--ckpt-every", "1",
-         "--keep-checkpoints", "0", "--lr", "1e-2"]  # fmt: skip
+TRAIN = "--model DiT-T/4 --global-batch-size 4 --num-workers 0 --ckpt-every 1 --keep-checkpoints 0 --lr 1e-2".split()
 
 
 def pages(directory: Path) -> int:
@@ -71,8 +70,8 @@ def test_a_full_disk_during_a_save_keeps_the_previous_checkpoint(latents, tmp_pa
 def test_a_full_disk_during_the_npz_assembly_writes_no_npz(tmp_path, small_disk):
     run_dir = tmp_path / "run"
     run("train.py", [*TRAIN, "--max-steps", "1", "--results-dir", str(run_dir)], 0)
-    sample = ["--ckpt", str(run_dir / "checkpoints/0000001.pt"), "--num-samples", "64", "--per-proc-batch-size", "16",
-              "--sampler", "ddpm", "--steps", "2"]  # fmt: skip
+    flags = "--num-samples 64 --per-proc-batch-size 16 --sampler ddpm --steps 2".split()
+    sample = ["--ckpt", str(run_dir / "checkpoints/0000001.pt"), *flags]
     ref = tmp_path / "ref"
     run("sample_ddp.py", [*sample, "--out", str(ref / "s.npz")], 0)
     npz = (ref / "s.npz").stat().st_size

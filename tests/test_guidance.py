@@ -32,8 +32,8 @@ def test_one_batched_pass_of_conditional_and_null_labels():
         seen.append(y.clone())
         return x * 0 + y.reshape(-1, 1, 1, 1).float()
 
-    out = classifier_free_guidance(model, 4.0, null_class=7)(torch.zeros(3, 2, 1, 1), torch.zeros(3).long(),
-                                                             torch.tensor([1, 2, 3]))  # fmt: skip
+    guided = classifier_free_guidance(model, 4.0, null_class=7)
+    out = guided(torch.zeros(3, 2, 1, 1), torch.zeros(3).long(), torch.tensor([1, 2, 3]))
     assert len(seen) == 1 and seen[0].tolist() == [1, 2, 3, 7, 7, 7]
     # c + (s − 1)(c − u) with c = y, u = 7: y + 3·(y − 7)
     torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor([1.0, 2, 3]) + 3 * (torch.tensor([1.0, 2, 3]) - 7))

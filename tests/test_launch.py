@@ -78,10 +78,9 @@ def test_slurm_nodelists_expand_as_scontrol_does(nodelist, hosts):
 
 
 def test_slurm_variables_become_a_c10d_rendezvous_on_the_first_host():
-    env = {"SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[12-13]", "SLURM_JOB_ID": "4242",
-           "SLURM_GPUS_ON_NODE": "8"}  # fmt: skip
-    assert slurm_torchrun_args(env, 29511) == ["--nnodes=2", "--nproc_per_node=8", "--rdzv_id=4242",
-                                               "--rdzv_backend=c10d", "--rdzv_endpoint=gpu12:29511"]  # fmt: skip
+    env = {"SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "gpu[12-13]", "SLURM_JOB_ID": "4242", "SLURM_GPUS_ON_NODE": "8"}
+    expected = "--nnodes=2 --nproc_per_node=8 --rdzv_id=4242 --rdzv_backend=c10d --rdzv_endpoint=gpu12:29511"
+    assert slurm_torchrun_args(env, 29511) == expected.split()
     assert "--nproc_per_node=4" in slurm_torchrun_args(
         {**env, "SLURM_GPUS_ON_NODE": "", "SLURM_GPUS_PER_NODE": "h100:4"}
     )
@@ -96,8 +95,8 @@ def test_the_sbatch_script_is_valid_bash_and_calls_the_mapping():
 
 
 def accelerate_launch(args: list[str], extra: list[str], port: int) -> None:
-    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--main_process_port", str(port), *extra, str(ROOT / "train.py"), *args]  # fmt: skip
+    launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2"]
+    cmd = [*launch, "--num_machines", "1", "--main_process_port", str(port), *extra, str(ROOT / "train.py"), *args]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -106,16 +105,16 @@ def accelerate_launch(args: list[str], extra: list[str], port: int) -> None:
 def test_accelerate_launch_trains_what_torchrun_trains(latents, tmp_path):
     """Two CPU processes under `accelerate launch` form the same gloo group as under torchrun: the same weights to
     the bit; its --mixed_precision reaches the run."""
-    args = ["--model", "DiT-T/4", "--data-path", str(latents), "--global-batch-size", "4", "--num-workers", "0",
-            "--max-steps", "2", "--ckpt-every", "2"]  # fmt: skip
+    flags = "--model DiT-T/4 --global-batch-size 4 --num-workers 0 --max-steps 2 --ckpt-every 2".split()
+    args = [*flags, "--data-path", str(latents)]
     torchrun = launcher(2)
     port = int(torchrun[torchrun.index("--master_port") + 1])
-    subprocess.run([*torchrun, str(ROOT / "train.py"), *args, "--results-dir", str(tmp_path / "torchrun")],
-                   check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    cmd = [*torchrun, str(ROOT / "train.py"), *args, "--results-dir", str(tmp_path / "torchrun")]
+    subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     accelerate_launch([*args, "--results-dir", str(tmp_path / "accelerate")], ["--mixed_precision", "no"], port)
     a = load_checkpoint(tmp_path / "torchrun/checkpoints/0000002.pt")
     b = load_checkpoint(tmp_path / "accelerate/checkpoints/0000002.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    accelerate_launch([*args, "--max-steps", "1", "--results-dir", str(tmp_path / "bf16")],
-                      ["--mixed_precision", "bf16"], port)  # fmt: skip
+    bf16 = [*args, "--max-steps", "1", "--results-dir", str(tmp_path / "bf16")]
+    accelerate_launch(bf16, ["--mixed_precision", "bf16"], port)
     assert json.loads((tmp_path / "bf16/config.json").read_text())["precision"] == "bf16"

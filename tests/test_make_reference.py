@@ -64,8 +64,8 @@ def test_folder_of_mixed_sizes_with_and_without_class_folders(tmp_path):
         (tmp_path / "images" / name).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(around(crop, i, i % 2 == 1, rng) if i else crop).save(tmp_path / "images" / name)
     (tmp_path / "images/a/notes.txt").write_text("not an image\n")
-    cmd = ["make_reference.py", tmp_path / "images", tmp_path / "ref.npz", "--image-size", "28",
-           "--feature-extractor", "fashion", "--device", "cpu", "--batch-size", "3", "--features"]  # fmt: skip
+    flags = "--image-size 28 --feature-extractor fashion --device cpu --batch-size 3 --features".split()
+    cmd = ["make_reference.py", tmp_path / "images", tmp_path / "ref.npz", *flags]
     assert "fashion statistics of 7 images, centre-cropped to 28×28" in make(cmd).stdout
 
     with torch.no_grad():
@@ -79,8 +79,8 @@ def test_folder_of_mixed_sizes_with_and_without_class_folders(tmp_path):
     np.testing.assert_allclose(ref["features"], out["pool"].numpy(), rtol=1e-5, atol=1e-6)
 
     np.savez(tmp_path / "crops.npz", arr_0=crops[..., None])  # the crops themselves, scored against the file
-    score = make(["evaluate_fid.py", tmp_path / "ref.npz", tmp_path / "crops.npz", "--metrics", "fid,pr",
-                  "--feature-extractor", "fashion", "--device", "cpu"]).stdout  # fmt: skip
+    flags = "--metrics fid,pr --feature-extractor fashion --device cpu".split()
+    score = make(["evaluate_fid.py", tmp_path / "ref.npz", tmp_path / "crops.npz", *flags]).stdout
     assert "precision_fashion 1.0000 recall_fashion 1.0000" in score
     assert abs(float(score.split()[1])) < 1e-3, score
 

@@ -66,8 +66,8 @@ def test_every_registry_entry_gives_the_documented_shape(name):
 
 
 def test_vit_sizes_are_the_papers_table_6():
-    got = {name: (len(m.blocks), m.pos_embed.shape[-1]) for name in ("ViT-S/2", "ViT-B/2", "ViT-L/2", "ViT-XL/2")
-           for m in [meta_model(name)]}  # fmt: skip
+    nets = {name: meta_model(name) for name in ("ViT-S/2", "ViT-B/2", "ViT-L/2", "ViT-XL/2")}
+    got = {name: (len(m.blocks), m.pos_embed.shape[-1]) for name, m in nets.items()}
     assert got == {"ViT-S/2": (13, 512), "ViT-B/2": (12, 768), "ViT-L/2": (21, 1024), "ViT-XL/2": (28, 1152)}
     heads = {name: meta_model(name).blocks[0].attn.num_heads for name in ("ViT-S/2", "ViT-B/2", "ViT-XL/2")}
     assert heads == {"ViT-S/2": 8, "ViT-B/2": 12, "ViT-XL/2": 16}
@@ -137,8 +137,13 @@ def test_official_minsnr_vit_converts_and_gives_the_same_outputs(learn_sigma):
     official = random_official_vit_state_dict(depth=6, dim=128, patch=4, in_ch=4, out_ch=out_ch, grid=4, rows=11)
     sd, name, kwargs = convert_minsnr_vit(official)
     assert name == "ViT-T/4"
-    assert kwargs == {"input_size": 16, "in_channels": 4, "num_classes": 10, "learn_sigma": learn_sigma,
-                      "num_timesteps": 1000}  # fmt: skip
+    assert kwargs == {
+        "input_size": 16,
+        "in_channels": 4,
+        "num_classes": 10,
+        "learn_sigma": learn_sigma,
+        "num_timesteps": 1000,
+    }
     m = ViT_models[name](**kwargs)
     m.load_state_dict(sd, strict=True)
     m.double().eval()

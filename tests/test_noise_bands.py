@@ -21,9 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_band_edges_and_names():
     assert BAND_NAMES == ("snr_lt_0.01", "snr_0.01-0.1", "snr_0.1-1", "snr_1-10", "snr_10-100", "snr_ge_100")
     # Each band includes its lower edge.
-    assert band_of_snr(np.array([1e-6, 0.00999, 0.01, 0.5, 1.0, 9.9, 10.0, 99.0, 100.0, 1e5])).tolist() == [
-        0, 0, 1, 2, 3, 3, 4, 4, 5, 5,
-    ]  # fmt: skip
+    snr = np.array([1e-6, 0.00999, 0.01, 0.5, 1.0, 9.9, 10.0, 99.0, 100.0, 1e5])
+    assert band_of_snr(snr).tolist() == [0, 0, 1, 2, 3, 3, 4, 4, 5, 5]
     assert len(SNR_EDGES) + 1 == len(BAND_NAMES)
 
 
@@ -62,8 +61,8 @@ def test_x0_mse_of_a_zero_model_is_the_closed_form(prediction):
 
 def run_train(args, nproc):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([*launcher(nproc), str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env,
-                         timeout=600)  # fmt: skip
+    cmd = [*launcher(nproc), str(ROOT / "train.py"), *args]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
 
 
@@ -76,12 +75,13 @@ def test_logged_band_mse_of_a_zero_model_is_the_bands_mean_x0_squared(tmp_path, 
     moments = np.zeros((16, 2, 2, 4, 8, 8))
     moments[:, :, 0] = c * np.sign(np.random.default_rng(0).normal(size=(16, 2, 4, 8, 8)))
     write_shard(tmp_path / shard_name(0), moments)
-    write_manifest(tmp_path, [{"file": shard_name(0), "labels": [i % 2 for i in range(16)]}], classes=["a", "b"],
-                   vae="test", scale_factor=0.5, image_size=64, latent_shape=[4, 8, 8])  # fmt: skip
+    shards = [{"file": shard_name(0), "labels": [i % 2 for i in range(16)]}]
+    meta = {"vae": "test", "scale_factor": 0.5, "image_size": 64, "latent_shape": [4, 8, 8]}
+    write_manifest(tmp_path, shards, classes=["a", "b"], **meta)
     run_dir = tmp_path / "run"
-    run_train(["--model", "DiT-T/4", "--data-path", str(tmp_path), "--weighting", "const", "--lr", "0",
-               "--global-batch-size", "16", "--max-steps", "4", "--log-every", "2", "--num-workers", "0",
-               "--results-dir", str(run_dir)], nproc)  # fmt: skip
+    flags = "--model DiT-T/4 --weighting const --lr 0 --global-batch-size 16 --max-steps 4 --log-every 2".split()
+    flags += "--num-workers 0".split()
+    run_train([*flags, "--data-path", str(tmp_path), "--results-dir", str(run_dir)], nproc)
     with open(run_dir / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     columns = [f"x0_mse_{name}" for name in BAND_NAMES]

@@ -108,9 +108,12 @@ def test_normalised_and_plain_models_sample_to_the_same_pixel_range(oracle):
 
 @pytest.mark.parametrize(
     ("mean", "std", "message"),
-    [((0.0,), (1.0, 1.0), "one mean and one std per channel"), ((float("nan"),), (1.0,), "must be finite"),
-     ((0.0,), (0.0,), "std > 0")],
-)  # fmt: skip
+    [
+        ((0.0,), (1.0, 1.0), "one mean and one std per channel"),
+        ((float("nan"),), (1.0,), "must be finite"),
+        ((0.0,), (0.0,), "std > 0"),
+    ],
+)
 def test_bad_statistics_are_refused(mean, std, message):
     with pytest.raises(ValueError, match=message):
         Normalization(mean, std)
@@ -122,25 +125,28 @@ def latent_dir(path: Path, normalization=None) -> Path:
     m[:, :, 1] = np.abs(m[:, :, 1]) * 0.1
     write_shard(path / shard_name(0), m)
     meta = {"normalization": normalization} if normalization is not None else {}
-    write_manifest(path, [{"file": shard_name(0), "labels": [0] * 8}], classes=["a"], vae="test", scale_factor=0.5,
-                   image_size=64, latent_shape=[4, 8, 8], **meta)  # fmt: skip
+    meta |= {"vae": "test", "scale_factor": 0.5, "image_size": 64, "latent_shape": [4, 8, 8]}
+    write_manifest(path, [{"file": shard_name(0), "labels": [0] * 8}], classes=["a"], **meta)
     return path
 
 
 def train(args: list[str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "train.py"), "--model", "DiT-T/4", "--global-batch-size", "4", "--max-steps",
-           "1", "--num-workers", "0", *args]  # fmt: skip
+    flags = "--model DiT-T/4 --global-batch-size 4 --max-steps 1 --num-workers 0".split()
+    cmd = [sys.executable, str(ROOT / "train.py"), *flags, *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
 
 
 @pytest.mark.parametrize(
     ("stats", "message"),
-    [(None, "has no normalisation statistics"), ({"mean": [0.0] * 3, "std": [1.0] * 3}, "have 3 channels, the data 4"),
-     ({"mean": [0.0] * 4, "std": [1.0, 1.0, float("inf"), 1.0]}, "must be finite")],
-)  # fmt: skip
+    [
+        (None, "has no normalisation statistics"),
+        ({"mean": [0.0] * 3, "std": [1.0] * 3}, "have 3 channels, the data 4"),
+        ({"mean": [0.0] * 4, "std": [1.0, 1.0, float("inf"), 1.0]}, "must be finite"),
+    ],
+)
 def test_missing_or_bad_manifest_statistics_are_one_line_and_exit_2(tmp_path, stats, message):
-    res = train(["--data-path", str(latent_dir(tmp_path, stats)), "--data-norm", "channel",
-                 "--results-dir", str(tmp_path / "run")])  # fmt: skip
+    data = ["--data-path", str(latent_dir(tmp_path, stats)), "--data-norm", "channel"]
+    res = train([*data, "--results-dir", str(tmp_path / "run")])
     assert res.returncode == 2
     assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -160,8 +166,9 @@ def test_a_normalised_checkpoint_carries_its_statistics_and_sampling_needs_them(
     assert LatentShards(tmp_path).meta["normalization"] == stats
     state["data_transform"] = {"name": "channel", "mean": stats["mean"][:2], "std": stats["std"][:2]}
     torch.save(state, tmp_path / "broken.pt")
-    cmd = [sys.executable, str(ROOT / "sample_ddp.py"), "--ckpt", str(tmp_path / "broken.pt"), "--num-samples", "2",
-           "--steps", "2", "--vae", "none", "--out", str(tmp_path / "s.npz")]  # fmt: skip
+    flags = "--num-samples 2 --steps 2 --vae none".split()
+    cmd = [sys.executable, str(ROOT / "sample_ddp.py"), "--ckpt", str(tmp_path / "broken.pt"), *flags]
+    cmd += ["--out", str(tmp_path / "s.npz")]
     res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert res.returncode == 2 and "have 2 channels, the data 4" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "s.npz").exists()

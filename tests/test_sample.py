@@ -23,8 +23,8 @@ def ckpt(tmp_path_factory) -> Path:
     """A DiT-T/4 checkpoint from 2 training steps on the embedded Fashion-MNIST (pixel space, 1×32×32, 10 classes),
     with noise added to the weights: adaLN-Zero's zero init would otherwise make every sample the same flat grey."""
     run_dir = tmp_path_factory.mktemp("run")
-    args = ["--model", "DiT-T/4", "--max-steps", "2", "--global-batch-size", "8", "--num-workers", "0",
-            "--lr", "1e-2", "--results-dir", str(run_dir)]  # fmt: skip
+    flags = "--model DiT-T/4 --max-steps 2 --global-batch-size 8 --num-workers 0 --lr 1e-2".split()
+    args = [*flags, "--results-dir", str(run_dir)]
     res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
     assert res.returncode == 0, res.stderr[-2000:]
     path = run_dir / "checkpoints/0000002.pt"
@@ -44,8 +44,8 @@ def sample(args: list[str], nproc: int = 1, expect: int = 0) -> subprocess.Compl
 
 
 def quick(ckpt: Path, out: Path, *extra: str) -> list[str]:
-    return ["--ckpt", str(ckpt), "--out", str(out), "--num-samples", "14", "--per-proc-batch-size", "4",
-            "--sampler", "ddpm", "--steps", "3", *extra]  # fmt: skip
+    flags = "--num-samples 14 --per-proc-batch-size 4 --sampler ddpm --steps 3".split()
+    return ["--ckpt", str(ckpt), "--out", str(out), *flags, *extra]
 
 
 def test_one_and_two_processes_write_identical_files(ckpt, tmp_path):
@@ -141,8 +141,8 @@ def test_released_dit_state_dict_needs_model_and_samples(tmp_path):
     assert spec.model_kwargs["learn_sigma"] and spec.decoder == "stabilityai/sd-vae-ft-mse"
     for k, v in model.state_dict().items():
         assert torch.equal(v, release[k])
-    sample(["--ckpt", str(tmp_path / "dit.pt"), "--model", "DiT-T/4", "--vae", "none", "--out",
-            str(tmp_path / "d.npz"), "--num-samples", "5", "--steps", "2", "--cfg-channels", "3"])  # fmt: skip
+    flags = "--model DiT-T/4 --vae none --num-samples 5 --steps 2 --cfg-channels 3".split()
+    sample(["--ckpt", str(tmp_path / "dit.pt"), *flags, "--out", str(tmp_path / "d.npz")])
     assert np.load(tmp_path / "d.npz")["arr_0"].shape == (5, 16, 16, 4)
 
 
@@ -152,8 +152,8 @@ def test_official_minsnr_release_is_converted(tmp_path):
     model, spec = load_for_sampling(str(tmp_path / "ema_0.9999_t.pt"))
     assert (spec.model, spec.prediction, spec.noise_schedule, spec.num_classes) == ("ViT-T/4", "x0", "cosine", 10)
     assert spec.source == "minsnr-release" and not spec.model_kwargs["learn_sigma"]
-    sample(["--ckpt", str(tmp_path / "ema_0.9999_t.pt"), "--vae", "none", "--out", str(tmp_path / "v.npz"),
-            "--num-samples", "3", "--steps", "2"])  # fmt: skip
+    flags = "--vae none --num-samples 3 --steps 2".split()
+    sample(["--ckpt", str(tmp_path / "ema_0.9999_t.pt"), *flags, "--out", str(tmp_path / "v.npz")])
     assert np.load(tmp_path / "v.npz")["arr_1"].tolist() == [0, 1, 2]
 
 
@@ -196,8 +196,11 @@ def test_bad_files_are_refused(tmp_path):
 
     torch.save({"x": Evil()}, tmp_path / "evil.pt")
     (tmp_path / "cut.pt").write_bytes(b"PK\x03\x04" + b"\0" * 20)
-    for name, message in (("missing.pt", "does not exist"), ("evil.pt", "needs arbitrary pickled code"),
-                          ("cut.pt", "unreadable or truncated")):  # fmt: skip
+    for name, message in (
+        ("missing.pt", "does not exist"),
+        ("evil.pt", "needs arbitrary pickled code"),
+        ("cut.pt", "unreadable or truncated"),
+    ):
         res = sample(["--ckpt", str(tmp_path / name), "--out", str(tmp_path / "s.npz")], expect=2)
         assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr, res.stderr
         assert "pwned" not in res.stdout
@@ -211,8 +214,8 @@ def test_changed_settings_do_not_mix_with_old_shards(ckpt, tmp_path):
 
 def test_guidance_needs_a_null_class(tmp_path):
     run_dir = tmp_path / "run"
-    args = ["--model", "DiT-T/4", "--max-steps", "1", "--global-batch-size", "4", "--num-workers", "0",
-            "--class-dropout", "0", "--results-dir", str(run_dir)]  # fmt: skip
+    flags = "--model DiT-T/4 --max-steps 1 --global-batch-size 4 --num-workers 0 --class-dropout 0".split()
+    args = [*flags, "--results-dir", str(run_dir)]
     res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
     assert res.returncode == 0, res.stderr[-2000:]
     res = sample(quick(run_dir / "checkpoints/0000001.pt", tmp_path / "s.npz"), expect=2)

@@ -54,9 +54,9 @@ def test_a_rerun_removes_the_temporaries_beside_every_output(fixture, tmp_path, 
 def test_evaluate_fid_removes_the_temporaries_of_its_json_and_statistics(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
     np.savez(tmp_path / "images.npz", arr_0=images)
-    cmd = [sys.executable, ROOT / "evaluate_fid.py", tmp_path / "images.npz", tmp_path / "images.npz", "--metrics",
-           "fid", "--feature-extractor", "fashion", "--device", "cpu", "--json", tmp_path / "r.json",
-           "--save-ref-stats", tmp_path / "ref.npz"]  # fmt: skip
+    flags = "--metrics fid --feature-extractor fashion --device cpu".split()
+    cmd = [sys.executable, ROOT / "evaluate_fid.py", tmp_path / "images.npz", tmp_path / "images.npz", *flags]
+    cmd += ["--json", tmp_path / "r.json", "--save-ref-stats", tmp_path / "ref.npz"]
     run(cmd)
     planted = [path for path in plant(tmp_path) if path.name != ".images.npz.k1ll.tmp"]  # an input, not an output
     run(cmd)

@@ -28,8 +28,8 @@ def test_switch_routes_each_level_to_its_model(oracle):
         tt = torch.full((4,), t)
         assert torch.equal(model(x, tt), high(x, tt))
     mixed = torch.tensor([100, 900, 495, 496])
-    expected = torch.cat([low(x[:1], mixed[:1]), high(x[1:2], mixed[1:2]), low(x[2:3], mixed[2:3]),
-                          high(x[3:], mixed[3:])])  # fmt: skip
+    parts = [low(x[:1], mixed[:1]), high(x[1:2], mixed[1:2]), low(x[2:3], mixed[2:3]), high(x[3:], mixed[3:])]
+    expected = torch.cat(parts)
     torch.testing.assert_close(model(x, mixed), expected)
     with pytest.raises(ValueError, match="must be > 0"):
         switch_at_sigma(high, low, COSINE, 0.0)
@@ -40,9 +40,8 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("ckpts")
     out = {}
     for name, prediction in (("a", "x0"), ("b", "x0"), ("eps", "eps")):
-        args = ["--model", "DiT-T/4", "--prediction", prediction, "--max-steps", "1", "--global-batch-size", "4",
-                "--num-workers", "0", "--lr", "1e-2", "--seed", str(len(out)),
-                "--results-dir", str(root / name)]  # fmt: skip
+        flags = "--model DiT-T/4 --max-steps 1 --global-batch-size 4 --num-workers 0 --lr 1e-2".split()
+        args = [*flags, "--prediction", prediction, "--seed", str(len(out)), "--results-dir", str(root / name)]
         res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=ENV)
         assert res.returncode == 0, res.stderr[-2000:]
         path = root / name / "checkpoints/0000001.pt"
@@ -55,8 +54,8 @@ def ckpts(tmp_path_factory) -> dict[str, Path]:
 
 
 def sample(ckpt: Path, out: Path, *extra: str, expect: int = 0) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "sample_ddp.py"), "--ckpt", str(ckpt), "--out", str(out), "--num-samples", "4",
-           "--per-proc-batch-size", "4", "--sampler", "heun", "--steps", "4", "--cfg-scale", "1", *extra]  # fmt: skip
+    flags = "--num-samples 4 --per-proc-batch-size 4 --sampler heun --steps 4 --cfg-scale 1".split()
+    cmd = [sys.executable, str(ROOT / "sample_ddp.py"), "--ckpt", str(ckpt), "--out", str(out), *flags, *extra]
     res = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=600)
     assert res.returncode == expect, res.stderr[-2000:]
     return res
@@ -76,6 +75,8 @@ def test_low_ckpt_below_every_level_or_above_every_level_is_one_model_bytewise(c
 
 def test_a_low_ckpt_with_another_target_is_refused_in_one_line_and_exit_2(ckpts, tmp_path):
     res = sample(ckpts["a"], tmp_path / "x.npz", "--low-ckpt", str(ckpts["eps"]), expect=2)
-    assert res.stderr.strip().splitlines()[-1].endswith("differs from --ckpt in prediction; the two models must "
-                                                         "share the target, schedule and data space")  # fmt: skip
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.endswith(
+        "differs from --ckpt in prediction; the two models must share the target, schedule and data space"
+    )
     assert not (tmp_path / "x.npz").exists()

@@ -21,8 +21,10 @@ from training.checkpoint import load_checkpoint
 from training.config import parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", "DiT-T/4", "--global-batch-size", "4", "--num-workers", "0", "--log-every", "1",
-        "--ckpt-every", "2", "--keep-checkpoints", "0", "--lr", "1e-3", "--ema-decay", "0.9"]  # fmt: skip
+TINY = (
+    "--model DiT-T/4 --global-batch-size 4 --num-workers 0 --log-every 1 --ckpt-every 2 --keep-checkpoints 0 "
+    "--lr 1e-3 --ema-decay 0.9"
+).split()
 
 
 def run(args, nproc=1, expect=0):
@@ -47,8 +49,8 @@ def logged(run_dir):
 def test_the_timestep_density_reaches_training(latents, tmp_path):
     """Laplace(0, 0.5) in log SNR almost never draws SNR < 0.01 (probability 5e-5), which uniform t draws 6.4% of
     the time on the cosine schedule, so that band's logged x0 error is NaN (not drawn) in every interval."""
-    run([*TINY, "--data-path", str(latents), "--max-steps", "4", "--timestep-sampling", "laplace",
-         "--results-dir", str(tmp_path / "run")])  # fmt: skip
+    laplace = "--max-steps 4 --timestep-sampling laplace".split()
+    run([*TINY, "--data-path", str(latents), *laplace, "--results-dir", str(tmp_path / "run")])
     rows = logged(tmp_path / "run")
     assert all(np.isnan(float(r["x0_mse_snr_lt_0.01"])) for r in rows.values())
     assert all(
@@ -90,11 +92,10 @@ def test_learned_uncertainty_trains_logs_and_resumes_bitwise(latents, tmp_path):
     row = logged(tmp_path / "a")[4]
     assert any(np.isfinite(float(row[f"u_{name}"])) for name in BAND_NAMES)
     ckpt = sorted((tmp_path / "a/checkpoints").iterdir())[-1]  # into another run directory, or the run's own
-    out = run([*TINY, "--data-path", str(latents), "--max-steps", "6", "--results-dir", str(tmp_path / "fresh"),
-               "--resume", str(ckpt)], expect=2)  # fmt: skip
+    base = [*TINY, "--data-path", str(latents), "--max-steps", "6"]
+    out = run([*base, "--results-dir", str(tmp_path / "fresh"), "--resume", str(ckpt)], expect=2)
     assert "was trained with --learned-uncertainty" in out.stderr
-    out = run([*TINY, "--data-path", str(latents), "--max-steps", "6", "--results-dir", str(tmp_path / "a"),
-               "--resume", "auto"], expect=2)  # fmt: skip
+    out = run([*base, "--results-dir", str(tmp_path / "a"), "--resume", "auto"], expect=2)
     assert "holds a run with learned_uncertainty = True, and this one has False" in out.stderr
     model, _ = load_for_sampling(str(tmp_path / "a/checkpoints/0000004.pt"))  # the model alone, strictly loaded
     assert all(torch.equal(v, a["ema"][k]) for k, v in model.state_dict().items())
@@ -125,8 +126,8 @@ def test_two_process_checkpoint_resumes_in_one_process(latents, tmp_path):
 
 
 def test_embedded_default_trains_without_a_data_path(tmp_path):
-    out = run(["--model", "ViT-T/4", "--global-batch-size", "4", "--max-steps", "2", "--num-workers", "0",
-               "--log-every", "1", "--results-dir", str(tmp_path / "f")])  # fmt: skip
+    flags = "--model ViT-T/4 --global-batch-size 4 --max-steps 2 --num-workers 0 --log-every 1".split()
+    out = run([*flags, "--results-dir", str(tmp_path / "f")])
     assert "Fashion-MNIST" in out.stdout
     state = load_checkpoint(tmp_path / "f/checkpoints/0000002.pt")
     assert state["model"]["x_embedder.proj.weight"].shape == (128, 1, 4, 4)
@@ -163,16 +164,18 @@ def test_bad_input_is_one_line_and_exit_code_2(latents, tmp_path, extra, message
 def test_resume_from_another_models_checkpoint_is_refused(latents, tmp_path):
     run([*TINY, "--data-path", str(latents), "--max-steps", "2", "--results-dir", str(tmp_path / "d")])
     ckpt = tmp_path / "d/checkpoints/0000002.pt"
-    out = run([*TINY, "--model", "ViT-T/4", "--data-path", str(latents), "--max-steps", "3",
-               "--results-dir", str(tmp_path / "v"), "--resume", str(ckpt)], expect=2)  # fmt: skip
+    vit = [*TINY, "--model", "ViT-T/4", "--data-path", str(latents), "--max-steps", "3"]
+    out = run([*vit, "--results-dir", str(tmp_path / "v"), "--resume", str(ckpt)], expect=2)
     assert f"--resume {ckpt} is a checkpoint of DiT-T/4, but --model is ViT-T/4" in out.stderr
 
 
 def test_latents_that_do_not_fit_the_model_are_reported(tmp_path):
     m = np.ones((2, 2, 2, 4, 6, 6))
     write_shard(tmp_path / shard_name(0), m)
-    write_manifest(tmp_path, [{"file": shard_name(0), "labels": [0, 1]}], classes=["a", "b"], vae="test",
-                   scale_factor=1.0, image_size=48, latent_shape=[4, 6, 6])  # fmt: skip
+    shards = [{"file": shard_name(0), "labels": [0, 1]}]
+    write_manifest(
+        tmp_path, shards, classes=["a", "b"], vae="test", scale_factor=1.0, image_size=48, latent_shape=[4, 6, 6]
+    )
     out = run([*TINY, "--data-path", str(tmp_path), "--max-steps", "1", "--results-dir", str(tmp_path / "x")], expect=2)
     assert "input_size 6 is not divisible by the patch size 4" in out.stderr
 
@@ -218,8 +221,8 @@ def test_a_second_start_never_loses_the_first_run(latents, tmp_path, second, mes
 
 
 def test_the_same_run_continues_and_appends(latents, tmp_path):
-    base = [*TINY, "--data-path", str(latents), "--results-dir", str(tmp_path / "r"), "--keep-checkpoints", "1",
-            "--keep-every", "4"]  # fmt: skip
+    keep = "--keep-checkpoints 1 --keep-every 4".split()
+    base = [*TINY, "--data-path", str(latents), "--results-dir", str(tmp_path / "r"), *keep]
     run([*base, "--max-steps", "4"])
     run([*base, "--max-steps", "8", "--resume", "auto"])
     assert sorted(logged(tmp_path / "r")) == list(range(1, 9))
@@ -227,10 +230,12 @@ def test_the_same_run_continues_and_appends(latents, tmp_path):
 
 
 def test_the_default_run_directory_names_the_seed_and_changed_loss_options(latents, tmp_path):
-    args = [*TINY, "--data-path", str(latents), "--max-steps", "1", "--seed", "3", "--snr-gamma", "2",
-            "--timestep-sampling", "laplace", "--learned-uncertainty"]  # fmt: skip
-    subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})  # fmt: skip
+    changed = "--seed 3 --snr-gamma 2 --timestep-sampling laplace --learned-uncertainty".split()
+    args = [*TINY, "--data-path", str(latents), "--max-steps", "1", *changed]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args], cwd=tmp_path, check=True, capture_output=True, env=env
+    )
     name = "DiT-T-4-x0-min_snr-snr_gamma2-laplace-learned_uncertainty-s3"
     assert [p.name for p in (tmp_path / "results").iterdir()] == [name]
 
@@ -239,8 +244,8 @@ def test_the_default_run_directory_names_the_seed_and_changed_loss_options(laten
 def test_gradient_accumulation_trains_the_whole_batch_model(latents, tmp_path, nproc):
     """K micro-batches per process: the same draws sliced, so the same loss and, up to float summation order, the
     same weights as one process with the whole batch (label dropout and learned uncertainty on)."""
-    base = [*TINY, "--data-path", str(latents), "--class-dropout", "0.5", "--learned-uncertainty", "--max-steps",
-            "3", "--grad-clip", "1"]  # fmt: skip
+    flags = "--class-dropout 0.5 --learned-uncertainty --max-steps 3 --grad-clip 1".split()
+    base = [*TINY, "--data-path", str(latents), *flags]
     run([*base, "--results-dir", str(tmp_path / "whole")])
     run([*base, "--results-dir", str(tmp_path / "accum"), "--grad-accum", str(4 // nproc)], nproc)
     whole, accum = logged(tmp_path / "whole"), logged(tmp_path / "accum")

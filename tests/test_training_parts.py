@@ -114,8 +114,8 @@ def test_data_order_is_a_function_of_the_step_and_covers_each_epoch():
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
-    args = ["--model", "ViT-T/4", "--global-batch-size", "4", "--num-workers", "0", "--max-steps", "6",
-            "--ckpt-every", "1", "--lr", "1e36", "--results-dir", str(tmp_path)]  # fmt: skip
+    flags = "--model ViT-T/4 --global-batch-size 4 --num-workers 0 --max-steps 6 --ckpt-every 1 --lr 1e36".split()
+    args = [*flags, "--results-dir", str(tmp_path)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env)
     assert res.returncode == 1, res.stderr[-2000:]

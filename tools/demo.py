@@ -35,8 +35,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Scoring during training, cheap enough to keep the demo within 10 minutes on 2 cores (docs/demo.md): 200 samples
 # keep the 128-d covariance non-singular, and DPM-Solver++ at 10 steps scored an x0 + const model as Heun at 50
 # did (43.1 against 43.2 FD-fashion; bench/RESULTS.md, quality per NFE).
-EVAL = {"eval-every": 500, "eval-samples": 200, "eval-batch-size": 100, "eval-sampler": "dpm++", "eval-steps": 10,
-        "eval-cfg-scale": 3.0}  # fmt: skip
+EVAL = {
+    "eval-every": 500,
+    "eval-samples": 200,
+    "eval-batch-size": 100,
+    "eval-sampler": "dpm++",
+    "eval-steps": 10,
+    "eval-cfg-scale": 3.0,
+}
 DOCS_FIGURE = ROOT / "docs/assets/demo.png"
 
 # What each recipe trains and samples, and the one line that says why (the measurements are in docs/demo.md).
@@ -58,7 +64,7 @@ RECIPES = {
         "out": "results/demo-paper",
         "why": "the paper's recipe (ViT-T/4, x0 + Min-SNR-5) at the demo's budget, to show what it gives here",
     },
-}  # fmt: skip
+}
 
 
 def run(cmd: list[str]) -> None:
@@ -140,17 +146,21 @@ def main() -> None:
     print(f"recipe: {recipe['why']}", flush=True)
 
     print(f"[1/3] training for {train['max-steps']} steps ({recipe['config']})", flush=True)
-    run(["train.py", "--config", str(ROOT / recipe["config"]), *flags(train), *flags(recipe["eval"]),
-         "--keep-checkpoints", "0", "--results-dir", str(out / "run"), "--resume", "auto"])  # fmt: skip
+    config, run_dir = str(ROOT / recipe["config"]), str(out / "run")
+    keep = "--keep-checkpoints 0 --resume auto".split()
+    run(["train.py", "--config", config, *flags(train), *flags(recipe["eval"]), *keep, "--results-dir", run_dir])
     train_minutes = (time.time() - tic) / 60
 
     last = list_checkpoints(out / "run/checkpoints")[-1]
     s = recipe["sample"]
-    print(f"[2/3] {args.num_samples} samples from step {int(last.stem)} ({s['sampler']}-{s['steps']}, "
-          f"cfg {s['cfg-scale']})", flush=True)  # fmt: skip
+    print(
+        f"[2/3] {args.num_samples} samples from step {int(last.stem)} ({s['sampler']}-{s['steps']}, "
+        f"cfg {s['cfg-scale']})",
+        flush=True,
+    )
     npz = out / f"samples-{last.stem}.npz"
-    run(["sample_ddp.py", "--ckpt", str(last), "--num-samples", str(args.num_samples), "--per-proc-batch-size",
-         "100", *flags(s), "--out", str(npz)])  # fmt: skip
+    batch = ["--num-samples", str(args.num_samples), "--per-proc-batch-size", "100"]
+    run(["sample_ddp.py", "--ckpt", str(last), *batch, *flags(s), "--out", str(npz)])
 
     print("[3/3] scoring and plotting", flush=True)
     with np.load(npz, allow_pickle=False) as f:
@@ -163,8 +173,10 @@ def main() -> None:
     total = (time.time() - tic) / 60
     e = recipe["eval"]
     during = ", ".join(f"step {s} {v:.1f}" for s, v in logged(out / "run/metrics.csv", "fd_fashion"))
-    print(f"FD-fashion during training ({e['eval-samples']} samples, {e['eval-sampler']}-{e['eval-steps']}, cfg "
-          f"{e['eval-cfg-scale']:g}): {during}")  # fmt: skip
+    print(
+        f"FD-fashion during training ({e['eval-samples']} samples, {e['eval-sampler']}-{e['eval-steps']}, cfg "
+        f"{e['eval-cfg-scale']:g}): {during}"
+    )
     print(f"label accuracy {accuracy:.0%} (real test images: 91%), FD-fashion {fd:.1f} ({len(images)} samples)")
     print(f"training {train_minutes:.1f} min (scoring included), everything {total:.1f} min")
     print(f"wrote {' and '.join(map(str, pictures))} (one row per class) and {out / 'curves.png'}")

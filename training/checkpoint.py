@@ -1,12 +1,13 @@
 """Checkpoints: the format train.py writes, one reader for every version, resume, and the files themselves
 (atomic writes, keep-last-K, newest-first discovery, loads that never run pickled code).
 
-Format "minsnr-dit" version 2 (docs/training.md#checkpoint-format), a dict of plain data and tensors:
+Format "minsnr-dit" version 3 (docs/training.md#checkpoint-format), a dict of plain data and tensors:
 
-    format          {"name": "minsnr-dit", "version": 2}
+    format          {"name": "minsnr-dit", "version": 3}
     arch            {"name": registry name, "kwargs": constructor arguments}: the model, rebuilt from this alone
     diffusion       noise_schedule, diffusion_steps, prediction, learn_sigma: what sampling needs to read the model
-    loss            the weighting, its parameters, the timestep density and objective, learned_uncertainty
+    loss            ``LossConfig.to_dict()`` (diffusion/loss.py): target, weighting and density with their
+                    parameters, objective, learned uncertainty and its seed
     data_transform  {"name": "scale" | "channel", ...}: data/transform.py, inverted by sampling
     data            shape, num_classes, decoder, description; seed and position of the data order
     model, ema      state dicts (raw and EMA weights); ema_decay
@@ -14,8 +15,9 @@ Format "minsnr-dit" version 2 (docs/training.md#checkpoint-format), a dict of pl
     uncertainty     the learned u(λ), only with --learned-uncertainty
     args            the run's flags, for the record (nothing reads them)
 
+Version 2 is version 3 with ``loss`` as flat flags (weighting, every weighting and density parameter, ...).
 Version 1 is what train.py wrote before the format had a name: model, ema, opt, scaler, step, ``args`` (the flags)
-and ``data`` (with the transform as ``scale_factor`` and ``normalization``); :func:`read` converts it on load.
+and ``data`` (with the transform as ``scale_factor`` and ``normalization``). :func:`read` converts both on load.
 Everything is tensors, numbers, strings and plain containers, so ``torch.load(weights_only=True)`` reads it; a
 file that would need arbitrary code is refused with a clear message.
 """
@@ -26,22 +28,12 @@ from pathlib import Path
 import torch
 
 from data.transform import transform_record
+from diffusion.loss import LossConfig
 from models import check_weights, load_weights
 from training.atomic import WriteError, atomic_write
 
-FORMAT_NAME, FORMAT_VERSION = "minsnr-dit", 2
+FORMAT_NAME, FORMAT_VERSION = "minsnr-dit", 3
 DIFFUSION_FLAGS = ("noise_schedule", "diffusion_steps", "prediction", "learn_sigma")
-LOSS_FLAGS = (
-    "weighting",
-    "snr_gamma",
-    "sigma_data",
-    "sigmoid_bias",
-    "timestep_sampling",
-    "logit_normal",
-    "laplace",
-    "timestep_objective",
-    "learned_uncertainty",
-)
 _NAME = re.compile(r"^(\d{7})\.pt$")
 
 
@@ -65,7 +57,7 @@ def _settings(flags: dict, shape, num_classes: int) -> dict:
     return {
         "arch": model_arch(flags, shape, num_classes),
         "diffusion": {k: flags[k] for k in DIFFUSION_FLAGS},
-        "loss": {k: flags[k] for k in LOSS_FLAGS if k in flags},  # version 1 files may predate a flag
+        "loss": LossConfig.from_flags(flags).to_dict(),  # version 1 files may predate a flag: its default
         "ema_decay": flags["ema_decay"],
     }
 
@@ -96,13 +88,15 @@ def is_training_checkpoint(state) -> bool:
 
 
 def read(state, path) -> dict:
-    """A loaded checkpoint of train.py in today's layout: version 2 as it is, version 1 converted. One ValueError
-    line for a foreign file or another format, a newer version included."""
+    """A loaded checkpoint of train.py in today's layout: version 3 as it is, versions 1 and 2 converted. One
+    ValueError line for a foreign file or another format, a newer version included."""
     if not is_training_checkpoint(state):
         keys = sorted(state)[:5] if isinstance(state, dict) else type(state).__name__
         raise ValueError(f"{path} is not a training checkpoint of this codebase (it holds {keys})")
     if "format" not in state:
         return _from_v1(state, path)
+    if state["format"] == {"name": FORMAT_NAME, "version": 2}:
+        return _from_v2(state)
     if state["format"] != {"name": FORMAT_NAME, "version": FORMAT_VERSION}:
         raise ValueError(
             f"{path} has checkpoint format {state['format']}; this code reads {FORMAT_NAME} versions 1 to "
@@ -111,8 +105,18 @@ def read(state, path) -> dict:
     return state
 
 
+def _from_v2(state: dict) -> dict:
+    """Version 2 -> 3: ``loss`` held the flags; the config is made from them, the target and the data seed."""
+    flags = {**state["diffusion"], **state["loss"], "seed": state["data"]["seed"]}
+    return {
+        **state,
+        "format": {"name": FORMAT_NAME, "version": FORMAT_VERSION},
+        "loss": LossConfig.from_flags(flags).to_dict(),
+    }
+
+
 def _from_v1(state: dict, path) -> dict:
-    """Version 1 -> version 2: the settings from the flags, the transform from the data record."""
+    """Version 1 -> 3: the settings from the flags, the transform from the data record."""
     flags, data = state["args"], state.get("data", {})
     if "shape" not in data:
         raise ValueError(f"{path} predates data records (shape, decoder); retrain or resave it")

@@ -30,32 +30,47 @@ def build_parser() -> argparse.ArgumentParser:
     a("--data-path", help="latents from extract_features.py, or an image folder; none = Fashion-MNIST")
     a("--vae", default="mse", help="for image folders: mse | ema | a hub id | a local directory | none (pixels)")
     a("--image-size", type=int, default=256, help="center-crop size for image folders")
-    a("--data-norm", default="none", choices=("none", "channel"),
-      help="none: pixels as they are, latents × the SD scale 0.18215 (the paper's); channel: standardise each "
-      "channel by its training-set mean and std (latents: from the manifest)")  # fmt: skip
+    a(
+        "--data-norm",
+        default="none",
+        choices=("none", "channel"),
+        help="none: pixels as they are, latents × the SD scale 0.18215 (the paper's); channel: standardise each "
+        "channel by its training-set mean and std (latents: from the manifest)",
+    )
     a("--results-dir", help="the run directory (checkpoints, logs); default results/<model>-<prediction>-<weighting>")
     a("--prediction", default="x0", help="what the network predicts: eps | x0 | v")
-    a("--weighting", default="min_snr",
-      help="loss weighting (diffusion/weighting.py): " + " | ".join(WEIGHTINGS))  # fmt: skip
+    a("--weighting", default="min_snr", help="loss weighting (diffusion/weighting.py): " + " | ".join(WEIGHTINGS))
     add_params(p, WEIGHTING_PARAMS)  # --snr-gamma, --sigma-data, --sigmoid-bias, ...
-    a("--timestep-sampling", default="uniform", choices=DENSITIES,
-      help="the training density of t (diffusion/timesteps.py): uniform (the paper's), logit_normal (SD3), "
-      "laplace (Hang et al. 2024)")  # fmt: skip
+    a(
+        "--timestep-sampling",
+        default="uniform",
+        choices=DENSITIES,
+        help="the training density of t (diffusion/timesteps.py): uniform (the paper's), logit_normal (SD3), "
+        "laplace (Hang et al. 2024)",
+    )
     add_params(p, DENSITY_PARAMS)  # --logit-normal M S, --laplace MU B, ...
     a(
         "--learned-uncertainty",
         action="store_true",
         help="EDM2's learned u(λ): loss = w·MSE/e^u + u (diffusion/uncertainty.py); composes with any weighting",
     )
-    a("--timestep-objective", default="resampled", choices=OBJECTIVES,
-      help="resampled: keep the weights (the papers' practice); uniform: divide them by T·p_t, so the loss "
-      "estimates the uniform-t objective and only its variance changes")  # fmt: skip
+    a(
+        "--timestep-objective",
+        default="resampled",
+        choices=OBJECTIVES,
+        help="resampled: keep the weights (the papers' practice); uniform: divide them by T·p_t, so the loss "
+        "estimates the uniform-t objective and only its variance changes",
+    )
     a("--noise-schedule", default="cosine", help="linear | cosine | scaled_linear")
     a("--diffusion-steps", type=int, default=1000, help="T")
     a("--learn-sigma", action=argparse.BooleanOptionalAction, default=False, help="learn ADM's variance too")
     a("--global-batch-size", type=int, default=64, help="images per step over all processes")
-    a("--grad-accum", type=int, default=1,
-      help="split each process's share of the batch into K micro-batches (one optimizer step per K)")  # fmt: skip
+    a(
+        "--grad-accum",
+        type=int,
+        default=1,
+        help="split each process's share of the batch into K micro-batches (one optimizer step per K)",
+    )
     a("--lr", type=float, default=1e-4, help="AdamW learning rate after warm-up")
     a("--adam-betas", type=float, nargs=2, default=(0.9, 0.999), help="AdamW β1 β2 (the paper's ViT: 0.99 0.99)")
     a("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
@@ -88,22 +103,35 @@ def add_eval_flags(p: argparse.ArgumentParser) -> None:
     """Scoring during training (training/scoring.py, docs/training.md#scoring-during-training)."""
     g = p.add_argument_group("scoring during training (the EMA weights; sampled as sample_ddp.py samples)")
     a = g.add_argument
-    a("--eval-every", type=int, default=0,
-      help="score the EMA weights every N steps and at the last step, into metrics.csv and TensorBoard, with a "
-      "grid per evaluation in RUN/eval/ (0 = never)")  # fmt: skip
-    a("--eval-samples", type=int, default=1000,
-      help="samples per evaluation (sample i: label i mod K, seed --eval-seed + i); a multiple of "
-      "--eval-batch-size × the number of processes")  # fmt: skip
+    a(
+        "--eval-every",
+        type=int,
+        default=0,
+        help="score the EMA weights every N steps and at the last step, into metrics.csv and TensorBoard, with a "
+        "grid per evaluation in RUN/eval/ (0 = never)",
+    )
+    a(
+        "--eval-samples",
+        type=int,
+        default=1000,
+        help="samples per evaluation (sample i: label i mod K, seed --eval-seed + i); a multiple of "
+        "--eval-batch-size × the number of processes",
+    )
     a("--eval-batch-size", type=int, default=50, help="samples per process and batch")
     a("--eval-sampler", choices=SAMPLERS, default="heun", help="heun = EDM Heun, the paper's")
     a("--eval-steps", type=int, default=25, help="noise levels (Heun: 2·steps − 1 model calls)")
     a("--eval-cfg-scale", type=float, default=1.5, help="classifier-free guidance scale; 1 = none")
     a("--eval-seed", type=int, default=0, help="sample i uses seed + i, as sample_ddp.py --seed")
-    a("--eval-ref",
-      help="the reference: fashion-test (the default without --data-path), ADM's reference batch .npz, a "
-      "statistics file of make_reference.py or evaluate_fid.py --save-ref-stats, or images")  # fmt: skip
-    a("--eval-extractor", choices=EXTRACTORS,
-      help="the feature space: fashion (FD-fashion, the default without --data-path) or inception (FID)")  # fmt: skip
+    a(
+        "--eval-ref",
+        help="the reference: fashion-test (the default without --data-path), ADM's reference batch .npz, a "
+        "statistics file of make_reference.py or evaluate_fid.py --save-ref-stats, or images",
+    )
+    a(
+        "--eval-extractor",
+        choices=EXTRACTORS,
+        help="the feature space: fashion (FD-fashion, the default without --data-path) or inception (FID)",
+    )
     a("--eval-weights", help="the extractor's weights; Inception's default: torch's hub cache, else a download")
     a("--eval-precision", choices=DTYPES, help="sampling precision; default bf16 on CUDA, fp32 on the CPU")
 
@@ -145,8 +173,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.lr < math.inf:  # lr 0 is allowed: it measures the loss of a frozen model
         raise ValueError(f"--lr must be a finite number >= 0, got {args.lr}")
     tokens = sys.argv[1:] if argv is None else argv
-    given = {key: getattr(args, key) for key in ("precision", "grad_accum")
-             if key in values or any(t.split("=")[0] == "--" + key.replace("_", "-") for t in tokens)}  # fmt: skip
+    given = {
+        key: getattr(args, key)
+        for key in ("precision", "grad_accum")
+        if key in values or any(t.split("=")[0] == "--" + key.replace("_", "-") for t in tokens)
+    }
     vars(args).update(accelerate_overrides(os.environ, given))
     if args.grad_accum < 1:
         raise ValueError(f"--grad-accum must be >= 1, got {args.grad_accum}")
@@ -160,8 +191,10 @@ def config_type_error(action: argparse.Action, value) -> str | None:
     if action.type is None and action.nargs == 0:  # a switch
         return None if isinstance(value, bool) else "true or false"
     kind = action.type or str
-    checks = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-              float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+    checks = {
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    }
     fits = checks.get(kind, lambda v: isinstance(v, str))
     name = {int: "an integer", float: "a number"}.get(kind, "a string")
     if action.nargs is not None:

@@ -35,8 +35,9 @@ def accelerate_overrides(env: Mapping[str, str], given: Mapping[str, object]) ->
     for key, value in out.items():
         if key in given and given[key] != value:
             flag = "--" + key.replace("_", "-")
-            raise ValueError(f"accelerate asks for {flag.lstrip('-')} {value}, but {flag} is {given[key]}; "
-                             "set one of them only")  # fmt: skip
+            raise ValueError(
+                f"accelerate asks for {flag.lstrip('-')} {value}, but {flag} is {given[key]}; set one of them only"
+            )
     return out
 
 
@@ -65,8 +66,13 @@ def slurm_torchrun_args(env: Mapping[str, str], port: int = 29500) -> list[str]:
         raise ValueError(f"not inside a SLURM job step: {err.args[0]} is unset") from None
     gpus = env.get("SLURM_GPUS_ON_NODE") or env.get("SLURM_GPUS_PER_NODE", "1")
     gpus = gpus.rpartition(":")[2]  # "h100:8" -> "8"
-    return [f"--nnodes={nodes}", f"--nproc_per_node={int(gpus)}", f"--rdzv_id={job}", "--rdzv_backend=c10d",
-            f"--rdzv_endpoint={head}:{port}"]  # fmt: skip
+    return [
+        f"--nnodes={nodes}",
+        f"--nproc_per_node={int(gpus)}",
+        f"--rdzv_id={job}",
+        "--rdzv_backend=c10d",
+        f"--rdzv_endpoint={head}:{port}",
+    ]
 
 
 if __name__ == "__main__":

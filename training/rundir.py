@@ -8,11 +8,13 @@ run with another seed, model, data or loss: those are other runs, and would mix 
 import json
 from pathlib import Path
 
-from training.checkpoint import DIFFUSION_FLAGS, LOSS_FLAGS, list_checkpoints
+from diffusion.loss import LOSS_FLAGS
+from training.checkpoint import DIFFUSION_FLAGS, list_checkpoints
 
 # What makes two runs different runs: the model, the data, the seed and every loss option. Anything else, such as
-# --max-steps, --grad-accum or the launcher, may change when a run continues.
-LOSS_OPTIONS = tuple(k for k in (*LOSS_FLAGS, *DIFFUSION_FLAGS) if k not in ("weighting", "prediction"))
+# --max-steps, --grad-accum or the launcher, may change when a run continues. The loss options are the flags of
+# the LossConfig's fields (diffusion/loss.py) and of the diffusion, less the three that every name spells out.
+LOSS_OPTIONS = tuple(k for k in (*LOSS_FLAGS, *DIFFUSION_FLAGS) if k not in ("weighting", "prediction", "seed"))
 DISTINCT = (
     "model",
     "data_path",
@@ -49,8 +51,10 @@ def check_run_dir(run_dir: Path, args) -> None:
     if not used:
         return
     if not args.resume:
-        raise ValueError(f"{run_dir} already holds a run ({', '.join(used)}); continue it with --resume auto, or "
-                         "start a new run with another --results-dir")  # fmt: skip
+        raise ValueError(
+            f"{run_dir} already holds a run ({', '.join(used)}); continue it with --resume auto, or "
+            "start a new run with another --results-dir"
+        )
     if not config.exists():
         return
     try:
@@ -59,8 +63,10 @@ def check_run_dir(run_dir: Path, args) -> None:
         raise ValueError(f"{config} is unreadable ({err}); move the run away or repair the file") from None
     for key in DISTINCT:
         if key in saved and _plain(saved[key]) != _plain(getattr(args, key)):
-            raise ValueError(f"{run_dir} holds a run with {key} = {saved[key]!r}, and this one has "
-                             f"{getattr(args, key)!r}: that is another run; give it another --results-dir")  # fmt: skip
+            raise ValueError(
+                f"{run_dir} holds a run with {key} = {saved[key]!r}, and this one has "
+                f"{getattr(args, key)!r}: that is another run; give it another --results-dir"
+            )
 
 
 def _plain(value):

@@ -60,8 +60,10 @@ def check_eval_flags(args, world_size: int) -> None:
             f"(>= 2) of --eval-batch-size {args.eval_batch_size} × {world_size} process(es) = {fill}"
         )
     if args.eval_ref is None:
-        raise ValueError("--eval-every on --data-path needs --eval-ref: the reference to score against (ADM's "
-                         "VIRTUAL_imagenet256_labeled.npz, or statistics from make_reference.py)")  # fmt: skip
+        raise ValueError(
+            "--eval-every on --data-path needs --eval-ref: the reference to score against (ADM's "
+            "VIRTUAL_imagenet256_labeled.npz, or statistics from make_reference.py)"
+        )
 
 
 def grid_indices(num_samples: int, num_classes: int) -> np.ndarray:
@@ -93,14 +95,18 @@ class Evaluator:
     def __init__(self, args, ctx: dist.Context, data, null_class: int | None):
         self.args, self.ctx = args, ctx
         if args.eval_cfg_scale != 1 and null_class is None:
-            raise ValueError(f"--eval-cfg-scale {args.eval_cfg_scale} needs an unconditional class, and this model "
-                             "has none (--class-dropout 0); use --eval-cfg-scale 1")  # fmt: skip
+            raise ValueError(
+                f"--eval-cfg-scale {args.eval_cfg_scale} needs an unconditional class, and this model "
+                "has none (--class-dropout 0); use --eval-cfg-scale 1"
+            )
         self.null_class = null_class
         channels, size, _ = data.shape
         if args.eval_extractor == "fashion" and (data.decoder or channels != 1 or size not in (28, 32)):
             samples = "decoded latents" if data.decoder else list(data.shape)
-            raise ValueError(f"--eval-extractor fashion scores grey 28×28 or 32×32 images, and this run's samples "
-                             f"are {samples}; use inception")  # fmt: skip
+            raise ValueError(
+                f"--eval-extractor fashion scores grey 28×28 or 32×32 images, and this run's samples "
+                f"are {samples}; use inception"
+            )
         self.precision = args.eval_precision or ("bf16" if ctx.device.type == "cuda" else "fp32")
         self.spec = get_extractor(args.eval_extractor)
         self.metric = metric_names("fid", args.eval_extractor)[0]
@@ -154,10 +160,21 @@ class Evaluator:
     def _sample(self, ema: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's pool features [batches, B, D] and its part of the grid (zeros where another rank drew)."""
         a, ctx = self.args, self.ctx
-        guided = guided_model(ema, ctx.device, self.precision, a.eval_cfg_scale, self.null_class, None, None,
-                              self.diffusion)  # fmt: skip
-        draw = BatchSampler(guided, self.sampler, self.ts, self.diffusion, self.data.shape, self.data.num_classes,
-                            self.data.transform.invert, self.vae, a.eval_seed, ctx.device)  # fmt: skip
+        guided = guided_model(
+            ema, ctx.device, self.precision, a.eval_cfg_scale, self.null_class, None, None, self.diffusion
+        )
+        draw = BatchSampler(
+            guided,
+            self.sampler,
+            self.ts,
+            self.diffusion,
+            self.data.shape,
+            self.data.num_classes,
+            self.data.transform.invert,
+            self.vae,
+            a.eval_seed,
+            ctx.device,
+        )
         B = a.eval_batch_size
         features, grid = [], None
         for start in rank_starts(batch_starts(a.eval_samples, B), ctx.rank, ctx.world_size):

@@ -26,8 +26,9 @@ def step_seed(seed: int, step: int, rank: int = -1) -> int:
 
 def make_optimizer(args, params) -> torch.optim.Optimizer:
     """Fused AdamW at ``--lr``, ``--adam-betas``, ``--weight-decay`` (the learning rate is set every step)."""
-    return torch.optim.AdamW(params, lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay,
-                             fused=True)  # fmt: skip
+    return torch.optim.AdamW(
+        params, lr=args.lr, betas=tuple(args.adam_betas), weight_decay=args.weight_decay, fused=True
+    )
 
 
 def learning_rate(args, step: int) -> float:
