@@ -24,36 +24,21 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 # The demo recipe at toy size; lr 1e-2 and EMA 0.5 move DiT's zero-initialised output within 4 steps, so the
 # samples differ from each other and from one setting to another (as the golden test's "sampling-source" run).
 TRAIN = [
-    "--config",
-    str(ROOT / "configs/fashion_dit-t4_x0_const.toml"),
-    "--global-batch-size",
-    "8",
-    "--num-workers",
-    "0",
-    "--warmup-steps",
-    "0",
-    "--lr",
-    "1e-2",
-    "--ema-decay",
-    "0.5",
-    "--log-every",
-    "2",
-    "--ckpt-every",
-    "2",
-    "--keep-checkpoints",
-    "0",
+    *f"--config {ROOT / 'configs/fashion_dit-t4_x0_const.toml'} --global-batch-size 8 --num-workers 0".split(),
+    *"--warmup-steps 0 --lr 1e-2 --ema-decay 0.5 --log-every 2 --ckpt-every 2 --keep-checkpoints 0".split(),
 ]
 SAMPLING = {"samples": 20, "batch-size": 10, "sampler": "heun", "steps": 3, "cfg-scale": 1.5, "seed": 3}
 
 
 def eval_flags(ref: Path, every: int) -> list[str]:
-    return [
-        "--eval-every",
-        str(every),
-        "--eval-ref",
-        str(ref),
-        *[item for k, v in SAMPLING.items() for item in (f"--eval-{k}", str(v))],
-    ]
+    settings = [item for k, v in SAMPLING.items() for item in (f"--eval-{k}", str(v))]
+    return ["--eval-every", str(every), "--eval-ref", str(ref), *settings]
+
+
+def sample_flags() -> list:
+    """sample_ddp.py's flags for the settings SAMPLING gives --eval-*."""
+    names = {"samples": "num-samples", "batch-size": "per-proc-batch-size"}
+    return [item for k, v in SAMPLING.items() for item in (f"--{names.get(k, k)}", v)]
 
 
 def run(script: str, args: list, nproc: int = 1) -> None:
@@ -91,24 +76,7 @@ def test_the_score_is_sample_ddp_and_evaluate_fid_on_the_checkpoint(scored, ref,
     npz = tmp_path / "s.npz"
     run(
         "sample_ddp.py",
-        [
-            "--ckpt",
-            scored / "checkpoints/0000004.pt",
-            "--num-samples",
-            SAMPLING["samples"],
-            "--per-proc-batch-size",
-            SAMPLING["batch-size"],
-            "--sampler",
-            SAMPLING["sampler"],
-            "--steps",
-            SAMPLING["steps"],
-            "--cfg-scale",
-            SAMPLING["cfg-scale"],
-            "--seed",
-            SAMPLING["seed"],
-            "--out",
-            npz,
-        ],
+        ["--ckpt", scored / "checkpoints/0000004.pt", *sample_flags(), "--out", npz],
     )
     result = evaluate(ref, npz, "fid", "fashion", batch_size=SAMPLING["batch-size"], device="cpu")
     assert np.isfinite(result["metrics"]["fd_fashion"])
@@ -214,65 +182,16 @@ def test_latent_runs_are_decoded_and_scored_by_fid(tmp_path):
     weights = save_random_inception(tmp_path / "inception.pth")
     ref = tmp_path / "ref.npz"
     np.savez(ref, arr_0=np.random.default_rng(1).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8))
-    flags = [
-        "--eval-every",
-        "2",
-        "--eval-ref",
-        ref,
-        "--eval-weights",
-        weights,
-        "--eval-samples",
-        "10",
-        "--eval-batch-size",
-        "5",
-        "--eval-steps",
-        "2",
-        "--eval-cfg-scale",
-        "1",
-    ]
-    run(
-        "train.py",
-        [
-            "--model",
-            "DiT-T/4",
-            "--data-path",
-            images,
-            "--vae",
-            vae,
-            "--image-size",
-            "16",
-            "--global-batch-size",
-            "4",
-            "--num-workers",
-            "0",
-            "--max-steps",
-            "2",
-            "--lr",
-            "1e-2",
-            "--ema-decay",
-            "0.5",
-            *flags,
-            "--results-dir",
-            tmp_path / "run",
-        ],
-    )
+    flags = ["--eval-every", "2", "--eval-ref", ref, "--eval-weights", weights]
+    flags += "--eval-samples 10 --eval-batch-size 5 --eval-steps 2 --eval-cfg-scale 1".split()
+    data = ["--model", "DiT-T/4", "--data-path", images, "--vae", vae]
+    short = "--image-size 16 --global-batch-size 4 --num-workers 0 --max-steps 2 --lr 1e-2 --ema-decay 0.5".split()
+    run("train.py", [*data, *short, *flags, "--results-dir", tmp_path / "run"])
     npz = tmp_path / "s.npz"
+    ckpt = tmp_path / "run/checkpoints/0000002.pt"
     run(
         "sample_ddp.py",
-        [
-            "--ckpt",
-            tmp_path / "run/checkpoints/0000002.pt",
-            "--num-samples",
-            "10",
-            "--per-proc-batch-size",
-            "5",
-            "--steps",
-            "2",
-            "--cfg-scale",
-            "1",
-            "--out",
-            npz,
-        ],
+        ["--ckpt", ckpt, *"--num-samples 10 --per-proc-batch-size 5 --steps 2 --cfg-scale 1".split(), "--out", npz],
     )
     result = evaluate(ref, npz, "fid", "inception", str(weights), batch_size=5, device="cpu")
     assert np.isfinite(result["metrics"]["fid"])
