@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.curves import group, ladder, load, read_out, seed_band, steps_to_reach, value_at
+from tools.curves import group, ladder, load, read_out, report, seed_band, steps_to_reach, value_at
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -57,6 +57,13 @@ def test_speedup_is_two_at_every_threshold_when_one_curve_is_the_other_stretched
     readings = [r for r in read_out(arms, rungs) if r.arm == "min_snr"]
     assert [r.speedup for r in readings] == pytest.approx([2.0] * 5)
     assert [r.seeds["min_snr-s0"][1] for r in readings] == pytest.approx([2.0] * 5)
+
+
+def test_a_baseline_with_one_evaluation_reads_out_nothing_and_says_so(tmp_path):
+    # a study scores each run as it finishes: after one checkpoint there is no rung between two evaluations
+    arms = {"const": {"const-s0": [(500, 342.8)]}}
+    text = report(arms, "fd_fashion", tmp_path / "curves.png", [], "")
+    assert text.startswith("fd_fashion: no threshold to read yet") and (tmp_path / "curves.png").exists()
 
 
 def test_metrics_csv_skips_empty_cells(tmp_path):

@@ -240,6 +240,8 @@ def table(readings: list[Reading], metric: str) -> str:
     def speed(r: float | None) -> str:
         return "-" if r is None else f"{r:.2f}x"
 
+    if not readings:
+        return f"{metric}: no threshold to read yet (the baseline needs two evaluations, or pass --threshold)"
     width = max(len(r.arm) for r in readings)
     lines = [
         f"{metric}: steps to reach each threshold (log-linear between evaluations); speed-up = the baseline "
