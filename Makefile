@@ -42,8 +42,8 @@ test: setup lint
 demo: setup
 	$(BIN)/python tools/demo.py $(if $(FIGURE),--docs-figure)
 
-# The two studies train into a fresh directory (results/reproduce-*) and end by printing their FD-fashion beside
-# the committed numbers; OUT_DIR=results/small (or results/weightings) resumes into the committed study instead.
+# The two studies train into a fresh directory (results/reproduce-*) and print their FD-fashion beside the
+# committed numbers (reproduce-small after each run, reproduce-weightings in its report); OUT_DIR=results/small (or results/weightings) resumes into the committed study instead.
 # Both resume where they stopped. Times are those of the committed runs on this project's 2-core machine.
 STUDY_OUT = $(if $(OUT_DIR),--out $(OUT_DIR))
 

@@ -58,7 +58,8 @@ class LossConfig:
     def flags(cls) -> tuple[str, ...]:
         """The flat names of every field, in field order: a field of parameters stands for every parameter its
         table declares (diffusion/params.py), and ``uncertainty_seed`` is the run's ``seed``. They are train.py's
-        flags and ``create_diffusion``'s keywords; checkpoints and run directories take their list from here."""
+        flags (all but ``seed`` and ``learned_uncertainty`` are also ``create_diffusion``'s keywords); checkpoints
+        and run directories take their list from here."""
         names: list[str] = []
         for f in fields(cls):
             names += list(PARAM_TABLES[f.name]) if f.name in PARAM_TABLES else [FLAG_OF.get(f.name, f.name)]

@@ -28,6 +28,7 @@ from pathlib import Path
 from studies.common import Study, finish_axes, fmt, markdown, plot_seed_means, seed_table
 from tools.convergence import Scoring, read_curves
 from tools.denoiser_error import read_rows
+from training.atomic import atomic_write, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,7 +112,8 @@ class LongStudy(Study):
             lines = [[arm, *(fmt(cells[s]) if s in cells else "" for s in steps)] for arm, cells in table.items()]
             parts.append(f"**{name}**, seed mean (per seed)\n\n" + markdown(["arm", *map(str, steps)], lines))
         fig.tight_layout()
-        fig.savefig(self.out / "curves.png")
+        with atomic_write(self.out / "curves.png") as tmp:
+            fig.savefig(tmp, format="png")
         plt.close(fig)
         finals = [r for r in rows if "@" in r["metric"]]
         if finals:
@@ -120,7 +122,7 @@ class LongStudy(Study):
                 "**--finals** (other sample seeds and samplers)\n\n"
                 + markdown(["run", "step", "metric", "value"], lines)
             )
-        (self.out / "tables.md").write_text("\n\n".join(parts) + "\n")
+        write_text_atomic(self.out / "tables.md", "\n\n".join(parts) + "\n")
         print((self.out / "tables.md").read_text())
 
 

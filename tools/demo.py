@@ -173,6 +173,7 @@ def main() -> None:
     total = (time.time() - tic) / 60
     e = recipe["eval"]
     during = ", ".join(f"step {s} {v:.1f}" for s, v in logged(out / "run/metrics.csv", "fd_fashion"))
+    during = during or f"none logged (the run in {out / 'run'} was trained before scoring during training)"
     print(
         f"FD-fashion during training ({e['eval-samples']} samples, {e['eval-sampler']}-{e['eval-steps']}, cfg "
         f"{e['eval-cfg-scale']:g}): {during}"
