@@ -37,6 +37,7 @@ import torch
 from PIL import Image
 
 from tests.processes import launcher
+from tests.stand_ins import save_tiny_vae
 from training.checkpoint import list_checkpoints, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,18 +88,7 @@ def make_fixture(root: Path) -> None:
         folder = root / "images" / ("a" if i % 2 else "b")
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (18, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    from diffusers import AutoencoderKL
-
-    torch.manual_seed(0)
-    AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=16,
-    ).save_pretrained(root / "vae")
+    save_tiny_vae(root / "vae")
     (root / "done").touch()
 
 

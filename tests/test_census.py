@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
 from PIL import Image
 
 from evaluation.images import FolderImages
+from tests.stand_ins import save_tiny_vae
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -301,17 +301,7 @@ EXTRACT = ["--out", "latents", "--image-size", "16", "--shard-size", "2", "--bat
 @pytest.fixture(scope="module")
 def vae(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("vae") / "vae"
-    torch.manual_seed(0)
-    model = AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=16,
-    )
-    model.save_pretrained(path)
+    save_tiny_vae(path)
     return path
 
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
 from PIL import Image
 
 from evaluation import evaluate
 from evaluation.features import save_random_inception
 from tests.processes import launcher
+from tests.stand_ins import save_tiny_vae
 from training.checkpoint import load_checkpoint
 from training.logger import RunLogger
 
@@ -169,16 +169,7 @@ def test_latent_runs_are_decoded_and_scored_by_fid(tmp_path):
     for i in range(8):
         (images / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(images / "ab"[i % 2] / f"{i}.png")
-    torch.manual_seed(0)
-    AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=16,
-    ).save_pretrained(vae)
+    save_tiny_vae(vae)
     weights = save_random_inception(tmp_path / "inception.pth")
     ref = tmp_path / "ref.npz"
     np.savez(ref, arr_0=np.random.default_rng(1).integers(0, 256, (10, 16, 16, 3), dtype=np.uint8))

@@ -14,6 +14,7 @@ from PIL import Image
 
 from data.images import center_crop_arr
 from tests.processes import launcher
+from tests.stand_ins import save_tiny_vae
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,17 +27,7 @@ def folder_and_vae(tmp_path_factory):
         d = root / "images" / ("cat" if i < 3 else "dog")
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=16,
-    )
-    vae.save_pretrained(root / "vae")
+    save_tiny_vae(root / "vae")
     return root
 
 
