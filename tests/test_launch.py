@@ -118,3 +118,38 @@ def test_accelerate_launch_trains_what_torchrun_trains(latents, tmp_path):
     bf16 = [*args, "--max-steps", "1", "--results-dir", str(tmp_path / "bf16")]
     accelerate_launch(bf16, ["--mixed_precision", "bf16"], port)
     assert json.loads((tmp_path / "bf16/config.json").read_text())["precision"] == "bf16"
+
+
+def test_resume_auto_is_refused_when_two_nodes_see_different_checkpoints(latents, tmp_path):
+    """Two torchrun 'nodes' on this machine, each in its own working directory, given the same relative
+    --results-dir: the same path with other contents, as on disks that are not shared. One sees a checkpoint, the
+    other none; both refuse --resume auto in one line, and the checkpoint stays as it was."""
+    flags = ["--model", "DiT-T/4", "--global-batch-size", "4", "--num-workers", "0", "--data-path", str(latents)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    node = {0: tmp_path / "node0", 1: tmp_path / "node1"}
+    for d in node.values():
+        d.mkdir()
+    train = [sys.executable, str(ROOT / "train.py"), *flags, "--results-dir", "run", "--max-steps", "2"]
+    subprocess.run([*train, "--ckpt-every", "2"], cwd=node[0], check=True, capture_output=True, env=env)
+    saved = node[0] / "run/checkpoints/0000002.pt"
+    before = saved.read_bytes()
+    port = int(launcher(2)[-1])  # a free port
+    nodes = [
+        subprocess.Popen(
+            [*launcher(1), "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank)]
+            + ["--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port)]
+            + [str(ROOT / "train.py"), *flags, "--results-dir", "run", "--max-steps", "4", "--resume", "auto"],
+            cwd=node[rank],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    outs = [p.communicate(timeout=300) for p in nodes]
+    for p, (_, err) in zip(nodes, outs, strict=True):
+        assert p.returncode != 0
+        assert "the ranks see different newest checkpoints" in err and "every node shares" in err, err[-2000:]
+    assert saved.read_bytes() == before and sorted(p.name for p in saved.parent.iterdir()) == ["0000002.pt"]
+    assert not (node[1] / "run/checkpoints").exists() or not any((node[1] / "run/checkpoints").iterdir())
