@@ -19,19 +19,18 @@ import numpy as np
 from diffusion import create_diffusion
 from diffusion.levels import edm_timesteps
 from diffusion.timesteps import DENSITIES
-from diffusion.weighting import WEIGHTING_TABLE, loss_weight
+from diffusion.weighting import WEIGHTING_TABLE, WEIGHTINGS, loss_weight
 
 ROOT = Path(__file__).resolve().parents[1]
 
-WEIGHTINGS = ("const", "min_snr", "soft_min_snr", "p2", "snr", "edm", "debiased", "sigmoid")
-# Each weighting's parameters at the table's defaults, the values a run without the flag trains with.
+# Every registered weighting, each at its parameters' defaults: the values a run without the flag trains with.
 PARAMS = {w: {name: param.default for name, param in WEIGHTING_TABLE[w].params.items()} for w in WEIGHTINGS}
-SYMBOL = {"snr_gamma": "γ", "sigma_data": "σ_d", "sigmoid_bias": "b"}
+SYMBOL = {"snr_gamma": "γ", "sigma_data": "σ_d", "sigmoid_bias": "b"}  # a parameter not here is shown by name
 
 
 def label(weighting: str) -> str:
     """The legend entry: the name and its parameters, e.g. ``sigmoid (b = −3)``."""
-    params = ", ".join(f"{SYMBOL[k]} = {v:g}".replace("-", "−") for k, v in PARAMS[weighting].items())
+    params = ", ".join(f"{SYMBOL.get(k, k)} = {v:g}".replace("-", "−") for k, v in PARAMS[weighting].items())
     return f"{weighting} ({params})" if params else weighting
 
 
