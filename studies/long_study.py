@@ -15,6 +15,8 @@ The protocol, fixed before anything ran (results/long/README.md):
   unweighted x0-MSE at 14 fixed t on 1000 test images with one fixed noise draw (denoiser.csv).
 - **At the horizon** (--finals): the noise floor (sample seeds 1 and 2) and the same 2000 samples with Heun-50 and
   DDPM-250, so that the reading does not hinge on the sampler.
+- **Stage 2** (--stage 2), if Min-SNR-5 has overtaken const by the horizon: the paper's Table 1 ε pair, ε-MSE
+  (``--prediction eps --weighting snr``) against ε + Min-SNR-5, on the same recipe, seeds and scores.
 
 Each run trains to the next scheduled step, is scored, and goes on (``--resume auto``), so a score exists as soon
 as its checkpoint does. Every score is appended when it exists and skipped when a re-run finds it: the study
@@ -33,7 +35,13 @@ from training.atomic import atomic_write, write_text_atomic
 ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG = ROOT / "configs" / "fashion_dit-t4_x0_const.toml"
-ARMS = {"x0-const": ["--weighting", "const"], "x0-min_snr": ["--weighting", "min_snr", "--snr-gamma", "5"]}
+ARMS = {
+    "x0-const": ["--weighting", "const"],
+    "x0-min_snr": ["--weighting", "min_snr", "--snr-gamma", "5"],
+    "eps-snr": ["--prediction", "eps", "--weighting", "snr"],
+    "eps-min_snr": ["--prediction", "eps", "--weighting", "min_snr", "--snr-gamma", "5"],
+}
+STAGES = {1: ("x0-const", "x0-min_snr"), 2: ("eps-snr", "eps-min_snr")}  # each a baseline and its Min-SNR-5
 BASE = ["--ckpt-every", "500", "--keep-checkpoints", "0", "--num-workers", "0"]
 HEUN = Scoring(num_samples=2000, sampler="heun", steps=10)
 FINALS = {
@@ -49,9 +57,10 @@ def schedule(horizon: int) -> list[int]:
     return [s for s in [*range(1000, 10_001, 1000), *range(12_500, horizon + 1, 2500)] if s <= horizon]
 
 
-def plan(seeds: list[int]) -> list[list[str]]:
+def plan(seeds: list[int], stage: int = 1) -> list[list[str]]:
     """Each worker's runs: seed by seed, the two arms side by side (one per worker), alternating which goes first."""
-    order = [[f"x0-const-s{s}", f"x0-min_snr-s{s}"][:: 1 if s % 2 == 0 else -1] for s in seeds]
+    base, min_snr = STAGES[stage]
+    order = [[f"{base}-s{s}", f"{min_snr}-s{s}"][:: 1 if s % 2 == 0 else -1] for s in seeds]
     return [[pair[0] for pair in order], [pair[1] for pair in order]]
 
 
@@ -134,12 +143,13 @@ def main() -> None:
     )
     p.add_argument("--horizon", type=int, default=30_000, help="train and score to this step (default: %(default)s)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default: %(default)s)")
+    p.add_argument("--stage", type=int, choices=sorted(STAGES), default=1, help="1: the x0 pair; 2: the ε pair")
     p.add_argument("--finals", action="store_true", help="also the noise floor and other samplers at the horizon")
     p.add_argument("--report", action="store_true", help="draw curves.png and write tables.md from curves.csv")
     args = p.parse_args()
     study = LongStudy(args.out, args.horizon)
     if args.worker is not None:
-        study.work(plan(args.seeds)[args.worker], args.finals)
+        study.work(plan(args.seeds, args.stage)[args.worker], args.finals)
     if args.report:
         study.report()
 
