@@ -65,5 +65,9 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group together. Without the barrier a rank can close its connections (rank 0 also the
+    store) while another is still destroying its gloo group, and that rank now and then aborted at exit with
+    "terminate called without an active exception" after a run that had finished well."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
