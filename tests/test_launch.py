@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.processes import launcher
+from tests.processes import free_port, launcher
 from training.checkpoint import load_checkpoint
 from training.config import parse_args
 from training.launch import accelerate_overrides, expand_nodelist, slurm_torchrun_args
@@ -133,10 +133,10 @@ def test_resume_auto_is_refused_when_two_nodes_see_different_checkpoints(latents
     subprocess.run([*train, "--ckpt-every", "2"], cwd=node[0], check=True, capture_output=True, env=env)
     saved = node[0] / "run/checkpoints/0000002.pt"
     before = saved.read_bytes()
-    port = int(launcher(2)[-1])  # a free port
+    port = free_port()
     nodes = [
         subprocess.Popen(
-            [*launcher(1), "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank)]
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(rank)]
             + ["--nproc_per_node", "1", "--master_addr", "127.0.0.1", "--master_port", str(port)]
             + [str(ROOT / "train.py"), *flags, "--results-dir", "run", "--max-steps", "4", "--resume", "auto"],
             cwd=node[rank],
