@@ -118,6 +118,28 @@ def test_two_processes_match_one_process_and_agree(latents, tmp_path):
     assert "Traceback" not in two.stderr
 
 
+def test_two_processes_leave_no_thread_of_the_process_group_behind(latents, tmp_path):
+    """After train.py's shutdown, each rank runs as many threads as a plain run: the gloo group was destroyed and
+    its worker threads joined. A group left alive (importing torch._dynamo after it was made does that) makes
+    ranks abort at exit now and then, when a worker releases an all-reduce's tensors during interpreter shutdown."""
+    probe = tmp_path / "probe.py"  # train.py's main, then this process's thread count
+    probe.write_text(
+        "import os, runpy, sys\n"
+        "sys.argv = sys.argv[1:]\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "print('threads', len(os.listdir('/proc/self/task')))\n"
+    )
+    base = [str(ROOT / "train.py"), *TINY, "--data-path", str(latents), "--max-steps", "2"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    counts = {}
+    for nproc in (1, 2):
+        cmd = [*launcher(nproc), str(probe), *base, "--results-dir", str(tmp_path / f"r{nproc}")]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, out.stderr[-3000:]
+        counts[nproc] = [line for line in out.stdout.splitlines() if line.startswith("threads")]
+    assert len(counts[2]) == 2 and set(counts[2]) == set(counts[1])
+
+
 def test_two_process_checkpoint_resumes_in_one_process(latents, tmp_path):
     base = [*TINY, "--data-path", str(latents), "--results-dir", str(tmp_path / "r")]
     run([*base, "--max-steps", "2"], 2)

@@ -1,5 +1,6 @@
 """Process-group setup for torchrun (nccl on CUDA, gloo on CPU) that also works as a plain single process."""
 
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ def init() -> Context:
     else:
         device = torch.device("cpu")
     if "WORLD_SIZE" in os.environ and not dist.is_initialized():  # under torchrun, even with one process
+        importlib.import_module("torch._dynamo")  # before the group exists: see shutdown()
         if device.type == "cuda":
             dist.init_process_group("nccl", device_id=device)
         else:
@@ -65,9 +67,13 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    """Leave the process group together: every rank reaches the barrier before any rank tears its group down.
-    A precaution, not a proven fix: with a quicker start (reverted) gloo ranks still now and then aborted at exit
-    ("terminate called without an active exception"), barrier or not."""
+    """Leave the process group together: a barrier, then the group destroyed, which joins gloo's worker threads.
+
+    That join is what makes the exit clean. A worker that finishes an all-reduce drops its tensors, which takes
+    the GIL; if that falls into interpreter shutdown, the thread is killed inside a C++ destructor and the process
+    aborts ("terminate called without an active exception"). The group is only destroyed if nothing else holds it,
+    and importing torch._dynamo while a group exists leaves it referenced for good. DDP imports torch._dynamo, so
+    ``init`` imports it before making the group; tests/test_launch.py checks that no thread is left behind."""
     if dist.is_initialized():
         barrier()
         dist.destroy_process_group()
