@@ -16,15 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
-from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from data.vae import load_vae
 from diffusion import create_diffusion, switch_at_sigma
 from diffusion.samplers import SAMPLERS, get_sampler
-from sampling import assemble_npz, load_for_sampling, read_shard, shard_path, write_shard
+from sampling import assemble_npz, image_grid, load_for_sampling, read_shard, shard_path, write_shard
 from sampling.generate import BatchSampler, batch_starts, guided_model, rank_starts
 from training import dist, precision
 from training.atomic import WriteError, atomic_write, remove_stale_outputs, write_text_atomic
@@ -221,15 +221,15 @@ def finish(args, shards: Path) -> None:
     if missing:
         raise RuntimeError(f"shards missing after sampling: {missing[:3]}")
     n = assemble_npz(paths, args.out)
-    first = torch.from_numpy(read_shard(paths[0], "arr_0"))
+    first = read_shard(paths[0], "arr_0")
     for p in paths[1:]:
         if len(first) >= 64:
             break
-        first = torch.cat([first, torch.from_numpy(read_shard(p, "arr_0"))])
-    grid = make_grid(first[:64].permute(0, 3, 1, 2), nrow=8, padding=2).permute(1, 2, 0).numpy()
+        first = np.concatenate([first, read_shard(p, "arr_0")])
+    grid = image_grid(first[:64], columns=8)
     grid_path = outputs(args)["grid"]
     with atomic_write(grid_path) as tmp:
-        Image.fromarray(grid[..., 0] if first.shape[-1] == 1 else grid).save(tmp, format="PNG")
+        Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(tmp, format="PNG")
     print(f"wrote {args.out} ({n} samples, {tuple(first.shape[1:])} uint8) and {grid_path}")
 
 

@@ -8,7 +8,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 TO_RGB = ("1", "L", "P", "RGB", "CMYK", "YCbCr")  # modes read as RGB; ImageNet holds grey and CMYK JPEGs
 
@@ -56,6 +55,8 @@ class ImageFolder(Dataset):
     (``unreadable`` says why), so that the error reaches the main process whole from a loader worker."""
 
     def __init__(self, root: str | Path, size: int = 256):
+        from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset  # here: a 1.7 s import
+
         self.classes, class_to_idx = find_classes(str(root))
         self.samples = make_dataset(str(root), class_to_idx, extensions=IMG_EXTENSIONS)
         if not self.samples:

@@ -6,11 +6,12 @@ integer steps used in training are the special case.
 """
 
 import torch
-from timm.layers import Mlp, PatchEmbed
 from torch import nn
 
 from .layers import (
     Attention,
+    Mlp,
+    PatchEmbed,
     check_geometry,
     check_input,
     drop_labels,
@@ -63,7 +64,7 @@ class DiTBlock(nn.Module):
         self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(hidden_size, num_heads, qkv_bias=True, qk_norm=qk_norm)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act_layer=lambda: nn.GELU(approximate="tanh"))
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act=lambda: nn.GELU(approximate="tanh"))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -118,7 +119,7 @@ class DiT(nn.Module):
         self.null_class = num_classes if class_dropout_prob > 0 else None  # the unconditional row, if any
         self.grad_checkpoint = grad_checkpoint
 
-        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
+        self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob)
         num_patches = (input_size // patch_size) ** 2

@@ -7,10 +7,20 @@ Official checkpoints (``ema_0.9999_xl.pt``) load through ``models.convert.conver
 """
 
 import torch
-from timm.layers import Mlp, PatchEmbed, trunc_normal_
 from torch import nn
 
-from .layers import Attention, check_geometry, check_input, drop_labels, run_blocks, size_registry, unpatchify
+from .layers import (
+    Attention,
+    Mlp,
+    PatchEmbed,
+    check_geometry,
+    check_input,
+    drop_labels,
+    run_blocks,
+    size_registry,
+    trunc_normal_,
+    unpatchify,
+)
 
 
 class Block(nn.Module):
@@ -21,7 +31,7 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(hidden_size, eps=1e-6)
         self.attn = Attention(hidden_size, num_heads, qkv_bias=True, qk_norm=qk_norm)
         self.norm2 = nn.LayerNorm(hidden_size, eps=1e-6)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act_layer=nn.GELU)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio), act=nn.GELU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -63,7 +73,7 @@ class ViT(nn.Module):
         self.head_init_scale = head_init_scale
         self.grad_checkpoint = grad_checkpoint
 
-        self.x_embedder = PatchEmbed(input_size, patch_size, in_channels, hidden_size, bias=True)
+        self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
         self.t_embedder = nn.Embedding(num_timesteps, hidden_size)
         self.y_embedder = nn.Embedding(num_classes + 1, hidden_size)
         num_tokens = (input_size // patch_size) ** 2 + 2

@@ -1,6 +1,15 @@
 """Sampling to ADM ``.npz``: loading any supported checkpoint, and the per-sample bookkeeping of sample_ddp.py."""
 
-from .output import PerSampleNoise, assemble_npz, class_labels, quantize, read_shard, shard_path, write_shard
+from .output import (
+    PerSampleNoise,
+    assemble_npz,
+    class_labels,
+    image_grid,
+    quantize,
+    read_shard,
+    shard_path,
+    write_shard,
+)
 from .source import SamplingSpec, load_for_sampling
 
 __all__ = [
@@ -8,6 +17,7 @@ __all__ = [
     "SamplingSpec",
     "assemble_npz",
     "class_labels",
+    "image_grid",
     "load_for_sampling",
     "quantize",
     "read_shard",

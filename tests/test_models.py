@@ -4,10 +4,11 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 import models
 from models import DiT_models, ViT_models, convert_minsnr_vit, forward_macs, load_weights
-from models.layers import Attention, sincos_pos_embed_2d
+from models.layers import Attention, Mlp, PatchEmbed, sincos_pos_embed_2d, trunc_normal_
 from tests.reference_forwards import dit_forward, mae_pos_embed, official_vit_forward, random_official_vit_state_dict
 
 ALL = {**DiT_models, **ViT_models}
@@ -289,3 +290,39 @@ def test_initialisations_are_the_papers():
         assert block.mlp.fc2.weight.std().item() == pytest.approx(expected, rel=0.03)
         assert block.attn.proj.weight.std().item() == pytest.approx(expected, rel=0.03)
         assert block.mlp.fc1.weight.std().item() == pytest.approx(0.02, rel=0.03)
+
+
+def seeded(make, *args, **kwargs):
+    """make(*args, **kwargs) right after torch.manual_seed(0)."""
+    torch.manual_seed(0)
+    return make(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "ours, theirs, shape",
+    [
+        ((Mlp, 8, 32, nn.GELU), ("Mlp", 8, 32), (2, 5, 8)),
+        ((PatchEmbed, 4, 3, 16), ("PatchEmbed", 16, 4, 3, 16), (2, 3, 16, 16)),
+    ],
+)
+def test_the_mlp_and_patch_embedding_are_timms_to_the_bit(ours, theirs, shape):
+    """Ours against timm's: the same parameters from the same seed, the same outputs in training mode (where a
+    dropout that drew random numbers would show)."""
+    import timm.layers
+
+    a = seeded(*ours)
+    b = seeded(getattr(timm.layers, theirs[0]), *theirs[1:], **({"act_layer": nn.GELU} if theirs[0] == "Mlp" else {}))
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    x = torch.randn(shape)
+    assert torch.equal(seeded(a.train(), x), seeded(b.train(), x))
+
+
+@pytest.mark.parametrize("std, mean", [(0.02, 0.0), (1.0, 0.0), (0.5, 0.3)])
+def test_the_truncated_normal_init_is_timms_to_the_bit(std, mean):
+    import timm.layers
+
+    a, b = torch.empty(10_000), torch.empty(10_000)
+    seeded(trunc_normal_, a, std=std, mean=mean)
+    seeded(timm.layers.trunc_normal_, b, std=std, mean=mean)
+    assert torch.equal(a, b) and a.min() >= -2 and a.max() <= 2

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from models import DiT_models
-from sampling import PerSampleNoise, class_labels, load_for_sampling, quantize
+from sampling import PerSampleNoise, class_labels, image_grid, load_for_sampling, quantize
 from tests.processes import launcher
 from tests.reference_forwards import random_official_vit_state_dict
 
@@ -221,3 +221,13 @@ def test_guidance_needs_a_null_class(tmp_path):
     res = sample(quick(run_dir / "checkpoints/0000001.pt", tmp_path / "s.npz"), expect=2)
     assert "needs an unconditional class" in res.stderr
     sample([*quick(run_dir / "checkpoints/0000001.pt", tmp_path / "s.npz"), "--cfg-scale", "1"])
+
+
+@pytest.mark.parametrize("n, columns, channels", [(64, 8, 3), (10, 4, 3), (5, 8, 1), (1, 8, 1)])
+def test_the_grid_is_torchvisions_make_grid(n, columns, channels):
+    """The grid layout against torchvision's make_grid (which makes grey images RGB; its first channel is ours)."""
+    from torchvision.utils import make_grid
+
+    images = np.random.default_rng(n).integers(1, 256, (n, 6, 5, channels), dtype=np.uint8)
+    expected = make_grid(torch.from_numpy(images).permute(0, 3, 1, 2), nrow=columns, padding=2).permute(1, 2, 0)
+    np.testing.assert_array_equal(image_grid(images, columns), expected.numpy()[..., :channels])

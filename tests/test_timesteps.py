@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy import stats
+from scipy import special, stats
 
 from diffusion import create_diffusion
 from diffusion.timesteps import DENSITIES, DENSITY_PARAMS, density_params
@@ -105,3 +105,20 @@ def test_the_uniform_objective_has_the_uniform_loss_mean_on_a_fixed_model(densit
         assert resampled == uniform
     else:
         assert resampled != pytest.approx(uniform, rel=1e-2)
+
+
+@pytest.mark.parametrize("density", ["logit_normal", "laplace"])
+def test_the_tables_are_scipy_stats_cdfs_to_the_bit(density):
+    """p_t to the bit as scipy.stats' CDFs give it (what the committed studies trained with), so every draw of t
+    stays the same."""
+    for params in (DOCUMENTED[density], OTHER[density]):
+        d = create_diffusion(noise_schedule="cosine", diffusion_steps=T, timestep_sampling=density, **{density: params})
+        if density == "logit_normal":
+            edges = special.logit(np.arange(T + 1) / T)  # −∞ … +∞
+            expected = np.diff(stats.norm.cdf(edges, loc=params[0], scale=params[1]))
+        else:
+            lam = np.log(d.alphas_cumprod / (1 - d.alphas_cumprod))
+            edges = np.concatenate([[math.inf], (lam[:-1] + lam[1:]) / 2, [-math.inf]])
+            cdf = stats.laplace(loc=params[0], scale=params[1]).cdf
+            expected = cdf(edges[:-1]) - cdf(edges[1:])
+        np.testing.assert_array_equal(d.loss.timestep_probs, expected)

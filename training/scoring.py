@@ -27,6 +27,7 @@ from evaluation.features import get_extractor
 from evaluation.metrics import Gaussian, RunningGaussian, frechet_distance
 from evaluation.pipeline import check_reference, extract, metric_names, resolve_device
 from evaluation.sources import open_source
+from sampling import image_grid
 from sampling.generate import BatchSampler, batch_starts, guided_model, rank_starts
 from training import dist
 
@@ -155,7 +156,7 @@ class Evaluator:
         if not self.ctx.is_main:
             return None
         notes = [str(w.message) for w in caught]
-        return Evaluation(self.metric, value, _grid_image(grid, self.grid.shape[1]), time.time() - tic, notes)
+        return Evaluation(self.metric, value, image_grid(grid.numpy(), self.grid.shape[1]), time.time() - tic, notes)
 
     def _sample(self, ema: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's pool features [batches, B, D] and its part of the grid (zeros where another rank drew)."""
@@ -206,14 +207,6 @@ class Evaluator:
                 running.update(part[j].to(self.device))
         names = ("samples' pool", "reference's pool")
         return frechet_distance(running.gaussian(), self.reference, names), grid
-
-
-def _grid_image(grid: torch.Tensor, columns: int) -> np.ndarray:
-    """[rows·columns, H, W, C] -> one uint8 HWC image, a row per class, 2-pixel gaps (as sample_ddp.py's grid)."""
-    from torchvision.utils import make_grid
-
-    image = make_grid(grid.permute(0, 3, 1, 2), nrow=columns, padding=2).permute(1, 2, 0).numpy()
-    return image[..., :1] if grid.shape[-1] == 1 else image
 
 
 def write_grid(image: np.ndarray, path: Path) -> None:
