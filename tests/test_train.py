@@ -27,11 +27,9 @@ TINY = (
 ).split()
 
 
-def run(args, nproc=1, expect=0):
+def run(args, nproc=1, expect=0, script=ROOT / "train.py"):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(
-        [*launcher(nproc), str(ROOT / "train.py"), *args], capture_output=True, text=True, env=env, timeout=600
-    )
+    out = subprocess.run([*launcher(nproc), str(script), *args], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == expect, out.stderr[-3000:]
     return out
 
@@ -130,12 +128,9 @@ def test_two_processes_leave_no_thread_of_the_process_group_behind(latents, tmp_
         "print('threads', len(os.listdir('/proc/self/task')))\n"
     )
     base = [str(ROOT / "train.py"), *TINY, "--data-path", str(latents), "--max-steps", "2"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     counts = {}
     for nproc in (1, 2):
-        cmd = [*launcher(nproc), str(probe), *base, "--results-dir", str(tmp_path / f"r{nproc}")]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-        assert out.returncode == 0, out.stderr[-3000:]
+        out = run([*base, "--results-dir", str(tmp_path / f"r{nproc}")], nproc, script=probe)
         counts[nproc] = [line for line in out.stdout.splitlines() if line.startswith("threads")]
     assert len(counts[2]) == 2 and set(counts[2]) == set(counts[1])
 

@@ -73,7 +73,7 @@ def shutdown() -> None:
     the GIL; if that falls into interpreter shutdown, the thread is killed inside a C++ destructor and the process
     aborts ("terminate called without an active exception"). The group is only destroyed if nothing else holds it,
     and importing torch._dynamo while a group exists leaves it referenced for good. DDP imports torch._dynamo, so
-    ``init`` imports it before making the group; tests/test_launch.py checks that no thread is left behind."""
+    ``init`` imports it before making the group; tests/test_train.py checks that no thread is left behind."""
     if dist.is_initialized():
         barrier()
         dist.destroy_process_group()
