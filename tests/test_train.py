@@ -120,19 +120,22 @@ def test_two_processes_leave_no_thread_of_the_process_group_behind(latents, tmp_
     """After train.py's shutdown, each rank runs as many threads as a plain run: the gloo group was destroyed and
     its worker threads joined. A group left alive (importing torch._dynamo after it was made does that) makes
     ranks abort at exit now and then, when a worker releases an all-reduce's tensors during interpreter shutdown."""
-    probe = tmp_path / "probe.py"  # train.py's main, then this process's thread count
+    probe = tmp_path / "probe.py"  # train.py's main, then this rank's thread count into a file of its own
     probe.write_text(
-        "import os, runpy, sys\n"
+        "import os, pathlib, runpy, sys\n"
+        "out = pathlib.Path(sys.argv.pop(1))\n"
         "sys.argv = sys.argv[1:]\n"
         "runpy.run_path(sys.argv[0], run_name='__main__')\n"
-        "print('threads', len(os.listdir('/proc/self/task')))\n"
+        "(out / f\"threads{os.environ.get('RANK', '0')}\").write_text(str(len(os.listdir('/proc/self/task'))))\n"
     )
     base = [str(ROOT / "train.py"), *TINY, "--data-path", str(latents), "--max-steps", "2"]
     counts = {}
     for nproc in (1, 2):
-        out = run([*base, "--results-dir", str(tmp_path / f"r{nproc}")], nproc, script=probe)
-        counts[nproc] = [line for line in out.stdout.splitlines() if line.startswith("threads")]
-    assert len(counts[2]) == 2 and set(counts[2]) == set(counts[1])
+        out = tmp_path / f"count{nproc}"
+        out.mkdir()
+        run([str(out), *base, "--results-dir", str(tmp_path / f"r{nproc}")], nproc, script=probe)
+        counts[nproc] = sorted(f.read_text() for f in out.iterdir())
+    assert len(counts[1]) == 1 and counts[2] == counts[1] * 2
 
 
 def test_two_process_checkpoint_resumes_in_one_process(latents, tmp_path):
