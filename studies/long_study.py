@@ -1,22 +1,25 @@
 """The long convergence study (issue 25): x0 + const against x0 + Min-SNR-5 run until the curves flatten.
 
-    OMP_NUM_THREADS=1 python studies/long_study.py --worker 0 &   # two workers, one per core
-    OMP_NUM_THREADS=1 python studies/long_study.py --worker 1 &
-    python studies/long_study.py --report                         # plots and tables only
+    OMP_NUM_THREADS=1 python studies/long_study.py --worker 0 --finals &   # two workers, one per core
+    OMP_NUM_THREADS=1 python studies/long_study.py --worker 1 --finals &
+    python studies/long_study.py --report                                  # plots, tables, read-out
 
 The protocol, fixed before anything ran (results/long/README.md):
 - **Recipe.** The weightings study's, unchanged: DiT-T/4 on Fashion-MNIST pixels, x0-prediction, cosine schedule,
   batch 32, AdamW lr 1e-3 (constant after 100 warm-up steps), EMA 0.995, label drop 0.1
   (configs/fashion_dit-t4_x0_const.toml). Checkpoints every 500 steps, all kept. Only the weighting differs.
-- **Stage 1.** Arms x0 + const and x0 + Min-SNR-5, seeds 0 and 1. Horizon 30K steps (--horizon); extended by
-  5K at a time up to 60K unless both arms' seed means changed less than 3% over the last 5K steps.
+- **Stage 1.** Arms x0 + const and x0 + Min-SNR-5, seeds 0 and 1. Horizon 30K steps; extended by 5K at a time
+  up to 60K unless both arms' seed means of FD-fashion changed less than 3% over the last 5K steps
+  (stopping_horizon). The workers apply the rule themselves: each trains its runs to the horizon, waits for the
+  other's scores there, and goes on if the rule extends it. --horizon fixes it instead.
 - **Scores** at every 1000 steps to 10K, then every 2500 (SCHEDULE): FD-fashion and sFD-fashion of the same 2000
   EMA samples, EDM Heun-10 (19 NFE), unguided, sample seed 0, against the 10K test images (curves.csv); the
   unweighted x0-MSE at 14 fixed t on 1000 test images with one fixed noise draw (denoiser.csv).
 - **At the horizon** (--finals): the noise floor (sample seeds 1 and 2) and the same 2000 samples with Heun-50 and
   DDPM-250, so that the reading does not hinge on the sampler.
 - **Stage 2** (--stage 2), if Min-SNR-5 has overtaken const by the horizon: the paper's Table 1 ε pair, ε-MSE
-  (``--prediction eps --weighting snr``) against ε + Min-SNR-5, on the same recipe, seeds and scores.
+  (``--prediction eps --weighting snr``) against ε + Min-SNR-5, on the same recipe, seeds and scores, to stage
+  1's final horizon.
 
 Each run trains to the next scheduled step, is scored, and goes on (``--resume auto``), so a score exists as soon
 as its checkpoint does. Every score is appended when it exists and skipped when a re-run finds it: the study
@@ -25,10 +28,13 @@ resumes anywhere, and a run whose scores are all in is not retrained.
 
 import argparse
 import dataclasses
+import time
 from pathlib import Path
 
 from studies.common import Study, finish_axes, fmt, markdown, plot_seed_means, seed_table
 from tools.convergence import Scoring, read_curves
+from tools.curves import group, load, select
+from tools.curves import report as speedup_report
 from tools.denoiser_error import read_rows
 from training.atomic import atomic_write, write_text_atomic
 
@@ -50,6 +56,35 @@ FINALS = {
     "@heun50": dataclasses.replace(HEUN, steps=50),
     "@ddpm250": dataclasses.replace(HEUN, sampler="ddpm", steps=250),
 }
+
+
+START, EXTEND, LAST, FLAT = 30_000, 5000, 60_000, 0.03  # the stopping rule: horizons and the relative change
+
+
+def stopping_horizon(rows: list[dict], arms: tuple[str, ...], seeds: list[int]) -> int:
+    """The horizon stage 1's rule sets, from the FD-fashion rows of curves.csv: START, extended by EXTEND while an
+    arm's seed mean changed by FLAT or more over the last EXTEND steps, up to LAST. Where a score that the rule
+    needs is missing, the horizon it has come to so far: the one to train to next."""
+    value = {(r["run"], r["step"]): r["value"] for r in rows if r["metric"] == "fd_fashion"}
+    horizon = START
+    while horizon < LAST:
+        keys = [(f"{arm}-s{seed}", step) for arm in arms for seed in seeds for step in (horizon - EXTEND, horizon)]
+        if not all(key in value for key in keys):
+            return horizon
+
+        def mean(arm: str, step: int) -> float:
+            return sum(value[f"{arm}-s{seed}", step] for seed in seeds) / len(seeds)
+
+        if all(abs(mean(arm, horizon) / mean(arm, horizon - EXTEND) - 1) < FLAT for arm in arms):
+            return horizon
+        horizon += EXTEND
+    return horizon
+
+
+def scored_at(rows: list[dict], arms: tuple[str, ...], seeds: list[int], step: int) -> bool:
+    """Whether curves.csv's rows hold FD-fashion of every run of ``arms`` and ``seeds`` at ``step``."""
+    have = {(r["run"], r["step"]) for r in rows if r["metric"] == "fd_fashion"}
+    return all((f"{arm}-s{seed}", step) in have for arm in arms for seed in seeds)
 
 
 def schedule(horizon: int) -> list[int]:
@@ -99,6 +134,23 @@ class LongStudy(Study):
                 for suffix, scoring in FINALS.items():
                     self.fd(run, self.horizon, scoring, suffix)
 
+    def work_to_rule(self, names: list[str], seeds: list[int], stage: int, finals: bool) -> None:
+        """Train and score ``names`` to the horizon that stage 1's stopping rule sets. In stage 1, wait there for
+        the other worker's scores and go on while the rule extends the horizon; stage 2 needs it settled."""
+        while True:
+            rows = read_curves(self.curves)
+            self.horizon = stopping_horizon(rows, STAGES[1], seeds)
+            if scored_at(rows, STAGES[1], seeds, self.horizon):
+                break
+            if stage == 2:
+                raise SystemExit(f"long_study: stage 1 has not settled its horizon (scores to step {self.horizon})")
+            self.work(names, finals=False)
+            print(f"waiting for every run's score at step {self.horizon}", flush=True)
+            while not scored_at(read_curves(self.curves), STAGES[1], seeds, self.horizon):
+                time.sleep(60)
+        print(f"horizon {self.horizon}", flush=True)
+        self.work(names, finals)
+
     def report(self) -> None:
         """OUT/curves.png (seed means of FD- and sFD-fashion) and OUT/tables.md, from curves.csv alone."""
         import matplotlib
@@ -124,6 +176,12 @@ class LongStudy(Study):
         with atomic_write(self.out / "curves.png") as tmp:
             fig.savefig(tmp, format="png")
         plt.close(fig)
+        for stage, arms in STAGES.items():
+            if all(any(r["run"].startswith(f"{arm}-s") for r in rows) for arm in arms):
+                curves = select(group(load([str(self.curves)], "fd_fashion"), []), ",".join(arms))
+                plot = self.out / f"stage{stage}-fd.png"  # and stage<N>-fd-speedup.png beside it
+                readout = speedup_report(curves, "fd_fashion", plot, [10.0], f"stage {stage}, FD-fashion")
+                parts.append(f"**Stage {stage}: steps to each FD-fashion threshold**\n\n```\n{readout}\n```")
         finals = [r for r in rows if "@" in r["metric"]]
         if finals:
             lines = [[r["run"], str(r["step"]), r["metric"], f"{r['value']:.2f}"] for r in finals]
@@ -141,7 +199,7 @@ def main() -> None:
     p.add_argument(
         "--out", type=Path, default=ROOT / "results" / "long", help="the study directory (default: %(default)s)"
     )
-    p.add_argument("--horizon", type=int, default=30_000, help="train and score to this step (default: %(default)s)")
+    p.add_argument("--horizon", type=int, help="train and score to this step (default: the stopping rule's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="training seeds (default: %(default)s)")
     p.add_argument("--stage", type=int, choices=sorted(STAGES), default=1, help="1: the x0 pair; 2: the ε pair")
     p.add_argument("--finals", action="store_true", help="also the noise floor and other samplers at the horizon")
@@ -149,7 +207,11 @@ def main() -> None:
     args = p.parse_args()
     study = LongStudy(args.out, args.horizon)
     if args.worker is not None:
-        study.work(plan(args.seeds, args.stage)[args.worker], args.finals)
+        names = plan(args.seeds, args.stage)[args.worker]
+        if args.horizon:
+            study.work(names, args.finals)
+        else:
+            study.work_to_rule(names, args.seeds, args.stage, args.finals)
     if args.report:
         study.report()
 
