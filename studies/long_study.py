@@ -66,15 +66,14 @@ def stopping_horizon(rows: list[dict], arms: tuple[str, ...], seeds: list[int]) 
     arm's seed mean changed by FLAT or more over the last EXTEND steps, up to LAST. Where a score that the rule
     needs is missing, the horizon it has come to so far: the one to train to next."""
     value = {(r["run"], r["step"]): r["value"] for r in rows if r["metric"] == "fd_fashion"}
+
+    def mean(arm: str, step: int) -> float:
+        return sum(value[f"{arm}-s{seed}", step] for seed in seeds) / len(seeds)
+
     horizon = START
     while horizon < LAST:
-        keys = [(f"{arm}-s{seed}", step) for arm in arms for seed in seeds for step in (horizon - EXTEND, horizon)]
-        if not all(key in value for key in keys):
+        if not all(scored_at(rows, arms, seeds, step) for step in (horizon - EXTEND, horizon)):
             return horizon
-
-        def mean(arm: str, step: int) -> float:
-            return sum(value[f"{arm}-s{seed}", step] for seed in seeds) / len(seeds)
-
         if all(abs(mean(arm, horizon) / mean(arm, horizon - EXTEND) - 1) < FLAT for arm in arms):
             return horizon
         horizon += EXTEND
