@@ -35,7 +35,7 @@ from studies.common import Study, finish_axes, fmt, markdown, plot_seed_means, s
 from tools.convergence import Scoring, read_curves
 from tools.curves import group, load, select
 from tools.curves import report as speedup_report
-from tools.denoiser_error import read_rows
+from tools.denoiser_error import heatmap, read_rows
 from training.atomic import atomic_write, write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +151,9 @@ class LongStudy(Study):
         self.work(names, finals)
 
     def report(self) -> None:
-        """OUT/curves.png (seed means of FD- and sFD-fashion) and OUT/tables.md, from curves.csv alone."""
+        """OUT/curves.png (seed means of FD- and sFD-fashion), OUT/tables.md with the steps-to-threshold read-out,
+        and per stage OUT/stage<N>-fd.png, its -speedup.png and the denoiser heat map stage<N>-denoiser.png, from
+        curves.csv and denoiser.csv alone."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -181,6 +183,8 @@ class LongStudy(Study):
                 plot = self.out / f"stage{stage}-fd.png"  # and stage<N>-fd-speedup.png beside it
                 readout = speedup_report(curves, "fd_fashion", plot, [10.0], f"stage {stage}, FD-fashion")
                 parts.append(f"**Stage {stage}: steps to each FD-fashion threshold**\n\n```\n{readout}\n```")
+                title = f"stage {stage}: unweighted x0-MSE on 1000 test images, fixed noise, seed mean"
+                heatmap(read_rows(self.denoiser), list(arms), "ema", self.out / f"stage{stage}-denoiser.png", title)
         finals = [r for r in rows if "@" in r["metric"]]
         if finals:
             lines = [[r["run"], str(r["step"]), r["metric"], f"{r['value']:.2f}"] for r in finals]
