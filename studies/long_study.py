@@ -177,14 +177,15 @@ class LongStudy(Study):
         with atomic_write(self.out / "curves.png") as tmp:
             fig.savefig(tmp, format="png")
         plt.close(fig)
+        fd_arms, denoiser = group(load([str(self.curves)], "fd_fashion"), []), read_rows(self.denoiser)
         for stage, arms in STAGES.items():
-            if all(any(r["run"].startswith(f"{arm}-s") for r in rows) for arm in arms):
-                curves = select(group(load([str(self.curves)], "fd_fashion"), []), ",".join(arms))
+            if set(arms) <= fd_arms.keys():
                 plot = self.out / f"stage{stage}-fd.png"  # and stage<N>-fd-speedup.png beside it
+                curves = select(fd_arms, ",".join(arms))
                 readout = speedup_report(curves, "fd_fashion", plot, [10.0], f"stage {stage}, FD-fashion")
                 parts.append(f"**Stage {stage}: steps to each FD-fashion threshold**\n\n```\n{readout}\n```")
                 title = f"stage {stage}: unweighted x0-MSE on 1000 test images, fixed noise, seed mean"
-                heatmap(read_rows(self.denoiser), list(arms), "ema", self.out / f"stage{stage}-denoiser.png", title)
+                heatmap(denoiser, list(arms), "ema", self.out / f"stage{stage}-denoiser.png", title)
         finals = [r for r in rows if "@" in r["metric"]]
         if finals:
             lines = [[r["run"], str(r["step"]), r["metric"], f"{r['value']:.2f}"] for r in finals]
@@ -211,7 +212,7 @@ def main() -> None:
     study = LongStudy(args.out, args.horizon)
     if args.worker is not None:
         names = plan(args.seeds, args.stage)[args.worker]
-        if args.horizon:
+        if args.horizon is not None:
             study.work(names, args.finals)
         else:
             study.work_to_rule(names, args.seeds, args.stage, args.finals)
