@@ -16,7 +16,9 @@ The protocol, fixed before anything ran (results/long/README.md):
   EMA samples, EDM Heun-10 (19 NFE), unguided, sample seed 0, against the 10K test images (curves.csv); the
   unweighted x0-MSE at 14 fixed t on 1000 test images with one fixed noise draw (denoiser.csv).
 - **At the horizon** (--finals): the noise floor (sample seeds 1 and 2) and the same 2000 samples with Heun-50 and
-  DDPM-250, so that the reading does not hinge on the sampler.
+  DDPM-250, so that the reading does not hinge on the sampler. Added at 42.5K, before any final ran, once late
+  checkpoints were seen to jitter by 10-30%: a second floor from the checkpoints 2000, 1500, 1000 and 500 steps
+  before the horizon (sample seed 0), beside the scheduled ones at the horizon and 2500 before it.
 - **Stage 2** (--stage 2), if Min-SNR-5 has overtaken const by the horizon: the paper's Table 1 ε pair, ε-MSE
   (``--prediction eps --weighting snr``) against ε + Min-SNR-5, on the same recipe, seeds and scores, to stage
   1's final horizon.
@@ -28,12 +30,14 @@ resumes anywhere, and a run whose scores are all in is not retrained.
 
 import argparse
 import dataclasses
+import math
 import time
 from pathlib import Path
+from statistics import fmean, stdev
 
 from studies.common import Study, finish_axes, fmt, markdown, plot_seed_means, seed_table
 from tools.convergence import Scoring, read_curves
-from tools.curves import group, load, select
+from tools.curves import arm_of, group, load, select
 from tools.curves import report as speedup_report
 from tools.denoiser_error import heatmap, read_rows
 from training.atomic import atomic_write, write_text_atomic
@@ -56,6 +60,7 @@ FINALS = {
     "@heun50": dataclasses.replace(HEUN, steps=50),
     "@ddpm250": dataclasses.replace(HEUN, sampler="ddpm", steps=250),
 }
+BEFORE = (2000, 1500, 1000, 500)  # --finals also scores the checkpoints this many steps before the horizon (@ckpt)
 
 
 START, EXTEND, LAST, FLAT = 30_000, 5000, 60_000, 0.03  # the stopping rule: horizons and the relative change
@@ -98,6 +103,61 @@ def plan(seeds: list[int], stage: int = 1) -> list[list[str]]:
     return [[pair[0] for pair in order], [pair[1] for pair in order]]
 
 
+def finals_tables(rows: list[dict], arms: tuple[str, ...]) -> list[str]:
+    """--finals' read-out for one stage (baseline arm first), as markdown: the noise floor at the horizon, from the
+    sample seeds (0, 1, 2) and from the checkpoints of the last 2500 steps (the kept ones every 500 steps, sample
+    seed 0), each the standard deviation of one score, per run and pooled (the root of the mean variance); the gap
+    between the arms' means over training and sample seeds against both floors; and the other samplers. A run
+    enters each table once all of its values for it are in."""
+    fd = {(r["run"], r["step"], r["metric"]): r["value"] for r in rows if r["metric"].startswith("fd_fashion")}
+    horizon = {r["run"]: r["step"] for r in rows if r["metric"] == "fd_fashion@seed1" and arm_of(r["run"]) in arms}
+    runs = sorted(horizon, key=lambda run: (arms.index(arm_of(run)), run))
+    if not runs:
+        return []
+
+    def values(run: str, keys: list[tuple[int, str]]) -> list[float] | None:
+        found = [fd.get((run, horizon[run] - back, "fd_fashion" + suffix)) for back, suffix in keys]
+        return None if None in found else found
+
+    seeds = [(0, ""), (0, "@seed1"), (0, "@seed2")]
+    checkpoints = [(2500, ""), *((back, "@ckpt") for back in BEFORE), (0, "")]
+    samplers = [(0, ""), (0, "@heun50"), (0, "@ddpm250")]
+    floor_lines, sampler_lines, pooled, by_arm, by_sampler = [], [], {}, {}, {}
+    for run in runs:
+        cells = [run, str(horizon[run])]
+        for name, keys in (("sample seeds", seeds), ("checkpoints", checkpoints)):
+            found = values(run, keys)
+            cells += ["", ""] if found is None else [", ".join(f"{v:.3f}" for v in found), f"{stdev(found):.3f}"]
+            if found is not None:
+                pooled.setdefault(name, []).append(stdev(found) ** 2)
+                if name == "sample seeds":
+                    by_arm.setdefault(arm_of(run), []).append(fmean(found))
+        floor_lines.append(cells)
+        found = values(run, samplers)
+        if found is not None:
+            sampler_lines.append([run, str(horizon[run]), *(f"{v:.3f}" for v in found)])
+            for i, v in enumerate(found):
+                by_sampler.setdefault(arm_of(run), [[] for _ in samplers])[i].append(v)
+    floor = {name: math.sqrt(fmean(variances)) for name, variances in pooled.items()}
+    summary = [f"pooled: {name} {sd:.3f}" for name, sd in floor.items()]
+    if set(by_arm) == set(arms):
+        base, other = (fmean(by_arm[arm]) for arm in arms)
+        against = ", ".join(f"{abs(base - other) / sd:.1f}x the {name} floor" for name, sd in floor.items() if sd)
+        summary.append(f"{arms[1]} - {arms[0]}, means over training and sample seeds: {other:.3f} - {base:.3f}")
+        summary[-1] += f" = {other - base:+.3f} ({against})"
+    header = ["run", "horizon", "FD: sample seeds 0, 1, 2", "sd", "FD: checkpoints, last 2500 steps", "sd"]
+    title = "**Noise floor at the horizon** (FD-fashion, 2000 Heun-10 samples; sd: standard deviation of one score)"
+    parts = [f"{title}\n\n{markdown(header, floor_lines)}\n\n" + "; ".join(summary)]
+    if sampler_lines:
+        if set(by_sampler) == set(arms):
+            base, other = ([fmean(v) for v in by_sampler[arm]] for arm in arms)
+            ratios = [f"{o / b:.2f}" for b, o in zip(base, other, strict=True)]
+            sampler_lines.append([f"{arms[1]} / {arms[0]}, training-seed means", "", *ratios])
+        header = ["run", "horizon", "Heun-10 (19 NFE)", "Heun-50 (99 NFE)", "DDPM-250"]
+        parts.append("**Samplers at the horizon** (FD-fashion, sample seed 0)\n\n" + markdown(header, sampler_lines))
+    return parts
+
+
 class LongStudy(Study):
     def __init__(self, out: Path, horizon: int):
         super().__init__(out, "long_study")
@@ -116,8 +176,11 @@ class LongStudy(Study):
         steps = schedule(self.horizon)
         fd_done = all((name, s) in self.scored("fd_fashion") for s in steps)
         denoised = {int(r["step"]) for r in read_rows(self.denoiser) if r["run"] == name}
-        extra = all((name, self.horizon) in self.scored(f"fd_fashion{k}") for k in FINALS) if finals else True
-        return fd_done and set(steps) <= denoised and extra
+        extra = {(f"fd_fashion{k}", self.horizon) for k in FINALS} | {
+            ("fd_fashion@ckpt", self.horizon - back) for back in BEFORE
+        }
+        finals_done = all((name, step) in self.scored(metric) for metric, step in extra) if finals else True
+        return fd_done and set(steps) <= denoised and finals_done
 
     def work(self, names: list[str], finals: bool) -> None:
         (self.out / "runs").mkdir(parents=True, exist_ok=True)
@@ -130,6 +193,8 @@ class LongStudy(Study):
                 self.fd(run, step)
                 self.denoise(run, 500, [s for s in steps if s <= step])
             if finals:
+                for back in BEFORE:
+                    self.fd(run, self.horizon - back, HEUN, "@ckpt")
                 for suffix, scoring in FINALS.items():
                     self.fd(run, self.horizon, scoring, suffix)
 
@@ -186,13 +251,8 @@ class LongStudy(Study):
                 parts.append(f"**Stage {stage}: steps to each FD-fashion threshold**\n\n```\n{readout}\n```")
                 title = f"stage {stage}: unweighted x0-MSE on 1000 test images, fixed noise, seed mean"
                 heatmap(denoiser, list(arms), "ema", self.out / f"stage{stage}-denoiser.png", title)
-        finals = [r for r in rows if "@" in r["metric"]]
-        if finals:
-            lines = [[r["run"], str(r["step"]), r["metric"], f"{r['value']:.2f}"] for r in finals]
-            parts.append(
-                "**--finals** (other sample seeds and samplers)\n\n"
-                + markdown(["run", "step", "metric", "value"], lines)
-            )
+        for arms in STAGES.values():
+            parts += finals_tables(rows, arms)
         write_text_atomic(self.out / "tables.md", "\n\n".join(parts) + "\n")
         print((self.out / "tables.md").read_text())
 

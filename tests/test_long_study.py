@@ -85,3 +85,65 @@ def test_workers_follow_the_rule_to_where_it_settles_then_run_the_finals(tmp_pat
 def test_stage_2_refuses_to_start_before_stage_1_has_settled(tmp_path):
     with pytest.raises(SystemExit, match="stage 1 has not settled its horizon"):
         LongStudy(tmp_path, None).work_to_rule(["eps-snr-s0"], [0, 1], 2, finals=False)
+
+
+def finals_rows(horizon: int = 40_000) -> list[dict]:
+    """Hand-set --finals scores: three sample seeds of every run, the checkpoints of the last 2500 steps of
+    x0-const-s0 only, and the other samplers of seed 0 only."""
+    values = {
+        # run: FD-fashion at sample seeds 0, 1, 2
+        "x0-const-s0": (1.0, 2.0, 3.0),  # sd 1, mean 2
+        "x0-const-s1": (2.0, 3.0, 4.0),  # sd 1, mean 3
+        "x0-min_snr-s0": (0.5, 1.0, 1.5),  # sd 0.5, mean 1
+        "x0-min_snr-s1": (1.5, 2.0, 2.5),  # sd 0.5, mean 2
+    }
+    out = []
+    for run, scores in values.items():
+        for suffix, value in zip(("", "@seed1", "@seed2"), scores, strict=True):
+            out.append({"run": run, "step": horizon, "metric": f"fd_fashion{suffix}", "value": value})
+    for back, value in zip((2500, 2000, 1500, 1000, 500), (3.0, 1.0, 3.0, 1.0, 3.0), strict=True):
+        metric = "fd_fashion" if back == 2500 else "fd_fashion@ckpt"  # with 1.0 at the horizon: sd sqrt(6/5)
+        out.append({"run": "x0-const-s0", "step": horizon - back, "metric": metric, "value": value})
+    for run, (heun50, ddpm) in {"x0-const-s0": (0.8, 0.6), "x0-min_snr-s0": (0.6, 0.3)}.items():
+        out.append({"run": run, "step": horizon, "metric": "fd_fashion@heun50", "value": heun50})
+        out.append({"run": run, "step": horizon, "metric": "fd_fashion@ddpm250", "value": ddpm})
+    return out
+
+
+def test_the_finals_read_out_states_both_noise_floors_and_the_gap_against_them():
+    floor, samplers = long_study.finals_tables(finals_rows(), ARMS)
+    # pooled sample-seed floor: sqrt((1 + 1 + 0.25 + 0.25) / 4) = 0.7906; checkpoints: sqrt(6/5) = 1.0954 (one run)
+    assert "pooled: sample seeds 0.791; pooled: checkpoints 1.095" in floor
+    # arm means over training and sample seeds: const (2 + 3) / 2 = 2.5, Min-SNR-5 (1 + 2) / 2 = 1.5
+    assert "1.500 - 2.500 = -1.000 (1.3x the sample seeds floor, 0.9x the checkpoints floor)" in floor
+    assert (
+        "| x0-const-s0 | 40000 | 1.000, 2.000, 3.000 | 1.000 | 3.000, 1.000, 3.000, 1.000, 3.000, 1.000 | 1.095 |"
+        in floor
+    )
+    assert "| x0-const-s1 | 40000 | 2.000, 3.000, 4.000 | 1.000 |  |  |" in floor  # no checkpoint scores yet
+    # Min-SNR-5 over const at sample seed 0: 0.5 / 1.0, 0.6 / 0.8, 0.3 / 0.6
+    assert "| x0-min_snr / x0-const, training-seed means |  | 0.50 | 0.75 | 0.50 |" in samplers
+    assert "x0-const-s1" not in samplers
+    assert long_study.finals_tables([r for r in finals_rows() if "@seed" not in r["metric"]], ARMS) == []
+
+
+def test_the_finals_score_three_sample_seeds_the_last_checkpoints_and_two_samplers(tmp_path, monkeypatch):
+    study, scored = LongStudy(tmp_path, 5000), []
+
+    def fd(run, step, scoring=long_study.HEUN, suffix=""):
+        scored.append((step, suffix, scoring.sampler, scoring.steps, scoring.seed))
+        append_row(study.curves, {"run": run.name, "step": step, "metric": f"fd_fashion{suffix}", "value": 1.0})
+
+    monkeypatch.setattr(study, "train_to", lambda name, step: tmp_path / name)
+    monkeypatch.setattr(study, "denoise", lambda run, every, steps: None)
+    monkeypatch.setattr(study, "fd", fd)
+    monkeypatch.setattr(study, "finished", lambda name, finals: False)
+    study.work(["x0-const-s0"], finals=True)
+    assert scored[:5] == [(s, "", "heun", 10, 0) for s in (1000, 2000, 3000, 4000, 5000)]
+    assert scored[5:] == [
+        *((s, "@ckpt", "heun", 10, 0) for s in (3000, 3500, 4000, 4500)),
+        (5000, "@seed1", "heun", 10, 100_000),
+        (5000, "@seed2", "heun", 10, 200_000),
+        (5000, "@heun50", "heun", 50, 0),
+        (5000, "@ddpm250", "ddpm", 250, 0),
+    ]
