@@ -41,9 +41,8 @@ import os
 import time
 from pathlib import Path
 
-from evaluation import evaluate
 from studies.common import Study, finish_axes, fmt, markdown, plot_seed_means, seed_table
-from tools.convergence import Scoring, append_row, append_rows, read_curves, score_samples
+from tools.convergence import Scoring, append_rows, read_curves, score_samples
 from tools.curves import arm_of
 from tools.denoiser_error import arm_means, heatmap, read_rows
 from training.checkpoint import checkpoint_path
@@ -126,25 +125,6 @@ def attribution(seed: int, high: str, low: str, step: int = 1500) -> None:
     print(f"attribution seed {seed}: {high} above σ={SWITCH_SIGMA}, {low} below: FD {values['fd_fashion']:.4g}")
 
 
-def real_floor() -> None:
-    """FD- and sFD-fashion of 1000 real training images against the test set: the metric's floor at this size."""
-    if ("real-train", 0) in scored("fd_fashion"):
-        return
-    import numpy as np
-
-    from data.fashion_mnist import load_arrays
-
-    images, labels = load_arrays("train")
-    padded = np.zeros((NUM_SAMPLES, 32, 32, 1), dtype=np.uint8)
-    padded[:, 2:30, 2:30, 0] = images[:NUM_SAMPLES]
-    path = OUT / "real-train-1000.npz"
-    np.savez(path, arr_0=padded, arr_1=labels[:NUM_SAMPLES])
-    values = evaluate("fashion-test", path, "fid,sfid", "fashion")["metrics"]
-    path.unlink()
-    for metric in ("sfd_fashion", "fd_fashion"):
-        append_row(STUDY.curves, {"run": "real-train", "step": 0, "metric": metric, "value": f"{values[metric]:.6g}"})
-
-
 def extras(worker: int) -> None:
     """The scoring-only factors on the base pair: attribution, noise floor, and the DDPM-100 sampler."""
     arm = ("x0-const", "x0-min_snr")[worker]
@@ -161,7 +141,7 @@ def extras(worker: int) -> None:
             f"@seed{k}",
         )
     if worker == 0:
-        real_floor()
+        STUDY.real_floor(NUM_SAMPLES)
     for seed in (0, 1):
         fd(runs / f"{arm}-s{seed}", 1500, Scoring(num_samples=NUM_SAMPLES, sampler="ddpm", steps=100), "@ddpm100")
 

@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
+from data.fashion_mnist import load_arrays
+from evaluation import evaluate
 from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out
 from tools.convergence import Scoring, append_row, metric_kind, read_curves, score_samples
 from tools.curves import arm_of
@@ -80,6 +84,27 @@ class Study:
         scores = ", ".join(f"{LABELS[m]} {values[m]:.4g}" for m in sorted(metrics))
         print(f"{run.name} step {step}{suffix}: {scores}", flush=True)
         return values
+
+    def real_floor(self, num_images: int, sets: int = 1) -> None:
+        """FD- and sFD-fashion of real training images against the test set: the metric's floor at this sample size.
+        ``sets`` disjoint sets of ``num_images`` (the k-th: images k·num_images onward, padded to 32×32 as the
+        models see them) go to curves.csv as run "real-train" at step k; sets already there are skipped."""
+        todo = [k for k in range(sets) if ("real-train", k) not in self.scored("fd_fashion")]
+        if not todo:
+            return
+        images, labels = load_arrays("train")
+        for k in todo:
+            rows = slice(k * num_images, (k + 1) * num_images)
+            padded = np.zeros((num_images, 32, 32, 1), dtype=np.uint8)
+            padded[:, 2:30, 2:30, 0] = images[rows]
+            path = self.out / f"real-train-{k}.npz"
+            np.savez(path, arr_0=padded, arr_1=labels[rows])
+            values = evaluate("fashion-test", path, "fid,sfid", "fashion")["metrics"]
+            path.unlink()
+            for metric in ("sfd_fashion", "fd_fashion"):
+                value = f"{values[metric]:.6g}"
+                append_row(self.curves, {"run": "real-train", "step": k, "metric": metric, "value": value})
+            print(f"real-train set {k} ({num_images} images): FD-fashion {values['fd_fashion']:.4g}", flush=True)
 
     def denoise(self, run: Path, every: int, steps: list[int] | None = None) -> None:
         """The unweighted x0-MSE of the run's EMA weights at 14 fixed t (tools/denoiser_error.py) into denoiser.csv,

@@ -18,7 +18,8 @@ The protocol, fixed before anything ran (results/long/README.md):
 - **At the horizon** (--finals): the noise floor (sample seeds 1 and 2) and the same 2000 samples with Heun-50 and
   DDPM-250, so that the reading does not hinge on the sampler. Added at 42.5K, before any final ran, once late
   checkpoints were seen to jitter by 10-30%: a second floor from the checkpoints 2000, 1500, 1000 and 500 steps
-  before the horizon (sample seed 0), beside the scheduled ones at the horizon and 2500 before it.
+  before the horizon (sample seed 0), beside the scheduled ones at the horizon and 2500 before it; and the metric's
+  own floor, FD-fashion of 5 disjoint sets of 2000 real training images (run "real-train", step = the set).
 - **Stage 2** (--stage 2), if Min-SNR-5 has overtaken const by the horizon: the paper's Table 1 ε pair, ε-MSE
   (``--prediction eps --weighting snr``) against ε + Min-SNR-5, on the same recipe, seeds and scores, to stage
   1's final horizon.
@@ -61,6 +62,7 @@ FINALS = {
     "@ddpm250": dataclasses.replace(HEUN, sampler="ddpm", steps=250),
 }
 BEFORE = (2000, 1500, 1000, 500)  # --finals also scores the checkpoints this many steps before the horizon (@ckpt)
+REAL_SETS = 5  # --finals (worker 0) also scores this many disjoint sets of real training images, as many as samples
 
 
 START, EXTEND, LAST, FLAT = 30_000, 5000, 60_000, 0.03  # the stopping rule: horizons and the relative change
@@ -140,6 +142,9 @@ def finals_tables(rows: list[dict], arms: tuple[str, ...]) -> list[str]:
                 by_sampler.setdefault(arm_of(run), [[] for _ in samplers])[i].append(v)
     floor = {name: math.sqrt(fmean(variances)) for name, variances in pooled.items()}
     summary = [f"pooled: {name} {sd:.3f}" for name, sd in floor.items()]
+    real = [r["value"] for r in rows if r["run"] == "real-train" and r["metric"] == "fd_fashion"]
+    if len(real) > 1:
+        summary.append(f"real training images ({len(real)} sets): {fmean(real):.3f}, sd {stdev(real):.3f}")
     if set(by_arm) == set(arms):
         base, other = (fmean(by_arm[arm]) for arm in arms)
         against = ", ".join(f"{abs(base - other) / sd:.1f}x the {name} floor" for name, sd in floor.items() if sd)
@@ -272,6 +277,8 @@ def main() -> None:
     study = LongStudy(args.out, args.horizon)
     if args.worker is not None:
         names = plan(args.seeds, args.stage)[args.worker]
+        if args.finals and args.worker == 0:
+            study.real_floor(HEUN.num_samples, REAL_SETS)
         if args.horizon is not None:
             study.work(names, args.finals)
         else:

@@ -1,9 +1,11 @@
 """studies/long_study.py's stopping rule: the horizon extends by 5K while an arm's seed mean of FD-fashion moved by
 3% or more over the last 5K steps, up to 60K, and the workers follow it to where it settles."""
 
+import numpy as np
 import pytest
 
-from studies import long_study
+from data.fashion_mnist import load_arrays
+from studies import common, long_study
 from studies.long_study import LongStudy, scored_at, stopping_horizon
 from tools.convergence import append_row, read_curves
 
@@ -104,6 +106,8 @@ def finals_rows(horizon: int = 40_000) -> list[dict]:
     for back, value in zip((2500, 2000, 1500, 1000, 500), (3.0, 1.0, 3.0, 1.0, 3.0), strict=True):
         metric = "fd_fashion" if back == 2500 else "fd_fashion@ckpt"  # with 1.0 at the horizon: sd sqrt(6/5)
         out.append({"run": "x0-const-s0", "step": horizon - back, "metric": metric, "value": value})
+    for k, value in enumerate((0.2, 0.3, 0.4)):  # real training images: mean 0.3, sd 0.1
+        out.append({"run": "real-train", "step": k, "metric": "fd_fashion", "value": value})
     for run, (heun50, ddpm) in {"x0-const-s0": (0.8, 0.6), "x0-min_snr-s0": (0.6, 0.3)}.items():
         out.append({"run": run, "step": horizon, "metric": "fd_fashion@heun50", "value": heun50})
         out.append({"run": run, "step": horizon, "metric": "fd_fashion@ddpm250", "value": ddpm})
@@ -113,7 +117,9 @@ def finals_rows(horizon: int = 40_000) -> list[dict]:
 def test_the_finals_read_out_states_both_noise_floors_and_the_gap_against_them():
     floor, samplers = long_study.finals_tables(finals_rows(), ARMS)
     # pooled sample-seed floor: sqrt((1 + 1 + 0.25 + 0.25) / 4) = 0.7906; checkpoints: sqrt(6/5) = 1.0954 (one run)
-    assert "pooled: sample seeds 0.791; pooled: checkpoints 1.095" in floor
+    assert (
+        "pooled: sample seeds 0.791; pooled: checkpoints 1.095; real training images (3 sets): 0.300, sd 0.100" in floor
+    )
     # arm means over training and sample seeds: const (2 + 3) / 2 = 2.5, Min-SNR-5 (1 + 2) / 2 = 1.5
     assert "1.500 - 2.500 = -1.000 (1.3x the sample seeds floor, 0.9x the checkpoints floor)" in floor
     assert (
@@ -123,7 +129,7 @@ def test_the_finals_read_out_states_both_noise_floors_and_the_gap_against_them()
     assert "| x0-const-s1 | 40000 | 2.000, 3.000, 4.000 | 1.000 |  |  |" in floor  # no checkpoint scores yet
     # Min-SNR-5 over const at sample seed 0: 0.5 / 1.0, 0.6 / 0.8, 0.3 / 0.6
     assert "| x0-min_snr / x0-const, training-seed means |  | 0.50 | 0.75 | 0.50 |" in samplers
-    assert "x0-const-s1" not in samplers
+    assert "x0-const-s1" not in samplers and "real-train" not in samplers
     assert long_study.finals_tables([r for r in finals_rows() if "@seed" not in r["metric"]], ARMS) == []
 
 
@@ -147,3 +153,27 @@ def test_the_finals_score_three_sample_seeds_the_last_checkpoints_and_two_sample
         (5000, "@heun50", "heun", 50, 0),
         (5000, "@ddpm250", "ddpm", 250, 0),
     ]
+
+
+def test_the_metric_floor_scores_disjoint_sets_of_real_training_images_once(tmp_path, monkeypatch):
+    seen = []
+
+    def evaluate(ref, sample, metrics, classifier):
+        with np.load(sample) as f:
+            seen.append((f["arr_0"], f["arr_1"]))
+        return {"metrics": {"fd_fashion": 0.25 + len(seen), "sfd_fashion": 4.0}}
+
+    monkeypatch.setattr(common, "evaluate", evaluate)
+    study = LongStudy(tmp_path, None)
+    study.real_floor(50, 2)
+    study.real_floor(50, 2)  # both sets are in: nothing is scored again
+    images, labels = load_arrays("train")
+    assert len(seen) == 2
+    for k, (padded, y) in enumerate(seen):
+        assert padded.shape == (50, 32, 32, 1) and padded.dtype == np.uint8
+        assert (padded[:, 2:30, 2:30, 0] == images[50 * k : 50 * (k + 1)]).all()  # the k-th 50, disjoint
+        assert padded.sum() == images[50 * k : 50 * (k + 1)].astype(np.int64).sum()  # a zero border
+        assert (y == labels[50 * k : 50 * (k + 1)]).all()
+    fd = [(r["run"], r["step"], r["value"]) for r in read_curves(study.curves) if r["metric"] == "fd_fashion"]
+    assert fd == [("real-train", 0, 1.25), ("real-train", 1, 2.25)]
+    assert not list(tmp_path.glob("*.npz"))
