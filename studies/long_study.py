@@ -62,6 +62,7 @@ FINALS = {
     "@ddpm250": dataclasses.replace(HEUN, sampler="ddpm", steps=250),
 }
 BEFORE = (2000, 1500, 1000, 500)  # --finals also scores the checkpoints this many steps before the horizon (@ckpt)
+SMOOTH = 3  # --report also reads every run smoothed over this many evaluations (tools/curves.py --smooth)
 REAL_SETS = 5  # --finals (worker 0) also scores this many disjoint sets of real training images, as many as samples
 
 
@@ -221,9 +222,10 @@ class LongStudy(Study):
         self.work(names, finals)
 
     def report(self) -> None:
-        """OUT/curves.png (seed means of FD- and sFD-fashion), OUT/tables.md with the steps-to-threshold read-out,
-        and per stage OUT/stage<N>-fd.png, its -speedup.png and the denoiser heat map stage<N>-denoiser.png, from
-        curves.csv and denoiser.csv alone."""
+        """OUT/curves.png (seed means of FD- and sFD-fashion), OUT/tables.md with the steps-to-threshold read-out
+        (as measured and smoothed) and the finals' tables, and per stage OUT/stage<N>-fd.png, its -speedup.png, the
+        same smoothed (stage<N>-fd-smooth3*.png) and the denoiser heat map stage<N>-denoiser.png, from curves.csv
+        and denoiser.csv alone."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -254,6 +256,13 @@ class LongStudy(Study):
                 curves = select(fd_arms, ",".join(arms))
                 readout = speedup_report(curves, "fd_fashion", plot, [10.0], f"stage {stage}, FD-fashion")
                 parts.append(f"**Stage {stage}: steps to each FD-fashion threshold**\n\n```\n{readout}\n```")
+                plot = self.out / f"stage{stage}-fd-smooth{SMOOTH}.png"
+                title = f"stage {stage}, FD-fashion, each run smoothed over {SMOOTH} evaluations"
+                readout = speedup_report(curves, "fd_fashion", plot, [10.0], title, SMOOTH)
+                parts.append(
+                    f"**Stage {stage}, read on curves smoothed over {SMOOTH} evaluations** (a check that the reading "
+                    f"does not rest on single checkpoints; not the protocol's)\n\n```\n{readout}\n```"
+                )
                 title = f"stage {stage}: unweighted x0-MSE on 1000 test images, fixed noise, seed mean"
                 heatmap(denoiser, list(arms), "ema", self.out / f"stage{stage}-denoiser.png", title)
         for arms in STAGES.values():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tools.curves import group, ladder, load, read_out, report, seed_band, steps_to_reach, value_at
+from tools.curves import group, ladder, load, read_out, report, seed_band, smooth, steps_to_reach, value_at
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -37,6 +37,26 @@ def test_steps_to_threshold_is_log_linear_between_evaluations():
         1756.47, abs=0.01
     )
     assert value_at(points, 1500) == pytest.approx(7.0711, abs=1e-4) and value_at(points, 500) is None
+
+
+def test_smoothing_is_a_centred_geometric_mean_that_keeps_the_ends_and_a_log_linear_trend():
+    curve = [(1000 * k, 2.0**e) for k, e in enumerate((0, 2, 4, 1, 3), start=1)]
+    # exponents: the ends stay (0 and 3), inside the mean of three: (0+2+4)/3, (2+4+1)/3, (4+1+3)/3
+    assert [s for s, _ in smooth(curve, 3)] == [1000, 2000, 3000, 4000, 5000]
+    assert [v for _, v in smooth(curve, 3)] == pytest.approx([1.0, 4.0, 2 ** (7 / 3), 2 ** (8 / 3), 8.0])
+    # width 5: the middle one averages all five (10/5 = 2), its neighbours still three
+    assert [v for _, v in smooth(curve, 5)] == pytest.approx([1.0, 4.0, 4.0, 2 ** (8 / 3), 8.0])
+    trend = [(k, 100 * 0.8**k) for k in range(1, 9)]
+    assert [v for _, v in smooth(trend, 5)] == pytest.approx([v for _, v in trend])
+    assert [v for _, v in smooth(curve, 1)] == pytest.approx([v for _, v in curve])
+
+
+def test_smoothing_undoes_a_lucky_dip_that_reads_as_an_early_crossing():
+    """The baseline halves every 1000 steps but dips to a quarter of its value at step 3000 for one evaluation."""
+    base = [(1000 * k, 64 / 2**k * (0.25 if k == 3 else 1.0)) for k in range(1, 9)]
+    assert steps_to_reach(base, 2.0) == pytest.approx(3000)  # 64/2^3/4 = 2: reached at the dip, 2000 steps early
+    # smoothed over 3, the dip reaches its neighbours only: 4000 is 4·(1/4)^(1/3) = 2.52 > 2, 5000 stays 2
+    assert steps_to_reach(smooth(base, 3), 2.0) == pytest.approx(5000)
 
 
 def test_seed_mean_and_spread_at_the_steps_every_seed_has():
@@ -118,6 +138,15 @@ def test_command_refuses_runs_without_the_metric(tmp_path):
     res = subprocess.run([*CURVES, str(run)], capture_output=True, text=True, env=ENV)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr.count("\n") == 1 and "no 'fid' column" in res.stderr and "fd_fashion" in res.stderr
+
+
+def test_command_reads_smoothed_curves_and_refuses_an_even_window(tmp_path):
+    runs = [str(write_metrics(tmp_path / f"{arm}-s0", [(k * 100, 0.1, 50 / k) for k in range(1, 6)])) for arm in "ab"]
+    res = subprocess.run([*CURVES, *runs, "--metric", "fd_fashion", "--smooth", "3", "--out", str(tmp_path / "c.png")],
+                         capture_output=True, text=True, env=ENV)  # fmt: skip
+    assert res.returncode == 0 and "fd_fashion (smoothed over 3 evaluations): steps to reach" in res.stdout
+    res = subprocess.run([*CURVES, *runs, "--smooth", "2"], capture_output=True, text=True, env=ENV)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--smooth 2: an odd number" in res.stderr
 
 
 def test_help_shows_defaults_and_an_imagenet_example():

@@ -19,7 +19,8 @@ log y. Steps to a threshold are read between the two evaluations that bracket it
 for every seed and for the seed mean. Speed-up = the baseline mean's steps over the arm's (per seed: over that
 seed's). Thresholds: the baseline mean's values at 1/8, 1/4, 1/2 and 3/4 of its last step (those within its
 evaluated range), plus every --threshold. Beside OUT goes OUT-speedup.png: speed-up against threshold, which shows
-where, and by how much, an arm starts to win.
+where, and by how much, an arm starts to win. ``--smooth N`` reads every run as the geometric mean over N
+evaluations centred on each, a check that a reading does not rest on one checkpoint's luck.
 """
 
 import argparse
@@ -156,6 +157,17 @@ def seed_band(seeds: dict[str, Curve]) -> Band:
         raise ValueError(f"the runs {', '.join(seeds)} share no evaluated step, so they have no seed mean")
     values = [[c[s] for c in per_seed] for s in steps]
     return Band(steps, [sum(v) / len(v) for v in values], [min(v) for v in values], [max(v) for v in values])
+
+
+def smooth(curve: Curve, width: int) -> Curve:
+    """Each value replaced by the geometric mean over the ``width`` evaluations centred on it (an odd number); the
+    window narrows symmetrically at the ends, so the first and last values stay and a log-linear trend is kept."""
+    out = []
+    for i, (step, _) in enumerate(curve):
+        half = min(width // 2, i, len(curve) - 1 - i)
+        window = [v for _, v in curve[i - half : i + half + 1]]
+        out.append((step, math.exp(sum(map(math.log, window)) / len(window))))
+    return out
 
 
 def log_lerp(x: float, x0: float, x1: float, y0: float, y1: float) -> float:
@@ -318,7 +330,7 @@ def plot_speedups(arms: dict[str, dict[str, Curve]], rungs: list[float], metric:
     ax.xaxis.set_minor_locator(matplotlib.ticker.LogLocator(subs=(2, 5)))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.invert_xaxis()
-    ax.set_xlabel(f"threshold {metric} (stricter to the right; dotted: the printed ladder)")
+    ax.set_xlabel(f"threshold {metric}\n(stricter to the right; dotted: the printed ladder)")
     ax.set_ylabel("speed-up over the baseline (steps ratio)")
     ax.set_title("Where and by how much an arm starts to win (dots: seeds)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
@@ -328,8 +340,13 @@ def plot_speedups(arms: dict[str, dict[str, Curve]], rungs: list[float], metric:
     plt.close(fig)
 
 
-def report(arms: dict[str, dict[str, Curve]], metric: str, out: Path, thresholds: list[float], title: str) -> str:
-    """Draw OUT and OUT-speedup.png and return the printed read-out."""
+def report(
+    arms: dict[str, dict[str, Curve]], metric: str, out: Path, thresholds: list[float], title: str, width: int = 1
+) -> str:
+    """Draw OUT and OUT-speedup.png and return the printed read-out, of every run smoothed over ``width``."""
+    if width > 1:
+        arms = {arm: {key: smooth(curve, width) for key, curve in seeds.items()} for arm, seeds in arms.items()}
+        metric = f"{metric} (smoothed over {width} evaluations)"
     out.parent.mkdir(parents=True, exist_ok=True)
     rungs = ladder(seed_band(next(iter(arms.values()))).curve(), thresholds)
     plot_curves(arms, metric, out, title)
@@ -352,12 +369,21 @@ def main() -> None:
     p.add_argument(
         "--threshold", type=float, action="append", default=[], help="a threshold to add to the ladder (repeatable)"
     )
+    p.add_argument(
+        "--smooth",
+        type=int,
+        default=1,
+        metavar="N",
+        help="read (and draw) each run as the geometric mean over N evaluations centred on each (odd; 1: as measured)",
+    )
     p.add_argument("--out", type=Path, default=Path("results/curves/curves.png"), help="the curves plot")
     p.add_argument("--title", default="", help="the curves plot's title")
     args = p.parse_args()
+    if args.smooth < 1 or args.smooth % 2 == 0:
+        p.error(f"--smooth {args.smooth}: an odd number of evaluations, 1 or more")
     try:
         arms = select(group(load(args.sources, args.metric), args.arm), args.only)
-        print(report(arms, args.metric, args.out, args.threshold, args.title))
+        print(report(arms, args.metric, args.out, args.threshold, args.title, args.smooth))
     except ValueError as err:
         fail(p.prog, err)
 
