@@ -56,6 +56,13 @@ def load_arrays(split: str = "train") -> tuple[np.ndarray, np.ndarray]:
     return read_idx(folder / images), read_idx(folder / labels).astype(np.int64)
 
 
+def pad_to_32(images: np.ndarray) -> np.ndarray:
+    """uint8 [N, 28, 28] -> [N, 32, 32]: each image centred on a black canvas, as the models and evaluator see it."""
+    padded = np.zeros((len(images), 32, 32), dtype=np.uint8)
+    padded[:, 2:30, 2:30] = images
+    return padded
+
+
 class FashionMNIST(Dataset):
     """Items (x [1, 32, 32] float in [-1, 1], label int): the 28×28 image centred on a black 32×32 canvas."""
 
@@ -64,9 +71,7 @@ class FashionMNIST(Dataset):
 
     def __init__(self, split: str = "train"):
         images, self.labels = load_arrays(split)
-        padded = np.zeros((len(images), 32, 32), dtype=np.uint8)
-        padded[:, 2:30, 2:30] = images
-        self.images = torch.from_numpy(padded).unsqueeze(1)
+        self.images = torch.from_numpy(pad_to_32(images)).unsqueeze(1)
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -84,14 +84,13 @@ def build(path: Path) -> FashionClassifier:
 def reference_npz(cache: Path | None = None) -> Path:
     """The Fashion-MNIST test split as an ADM-style .npz (arr_0 uint8 [10000, 32, 32, 1] on a black border, as the
     training data; arr_1 labels), written once into ``cache`` (default ~/.cache/minsnr-dit), atomically."""
-    from data.fashion_mnist import load_arrays
+    from data.fashion_mnist import load_arrays, pad_to_32
 
     cache = cache or Path.home() / ".cache" / "minsnr-dit"
     path = cache / "fashion-test-32.npz"
     if not path.exists():
         images, labels = load_arrays("test")
-        padded = np.zeros((len(images), 32, 32, 1), dtype=np.uint8)
-        padded[:, 2:30, 2:30, 0] = images
+        padded = pad_to_32(images)[..., None]  # [N, 32, 32, 1]
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_write(path) as tmp, tmp.open("wb") as f:
             np.savez(f, arr_0=padded, arr_1=labels)

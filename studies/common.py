@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.fashion_mnist import load_arrays
+from data.fashion_mnist import load_arrays, pad_to_32
 from evaluation import evaluate
 from evaluation.denoiser import DEFAULT_TIMESTEPS, floors, held_out
 from tools.convergence import Scoring, append_row, metric_kind, read_curves, score_samples
@@ -89,16 +89,15 @@ class Study:
         """FD- and sFD-fashion of real training images against the test set: the metric's floor at this sample size.
         ``sets`` disjoint sets of ``num_images`` (the k-th: images k·num_images onward, padded to 32×32 as the
         models see them) go to curves.csv as run "real-train" at step k; sets already there are skipped."""
-        todo = [k for k in range(sets) if ("real-train", k) not in self.scored("fd_fashion")]
+        scored = self.scored("fd_fashion")
+        todo = [k for k in range(sets) if ("real-train", k) not in scored]
         if not todo:
             return
         images, labels = load_arrays("train")
         for k in todo:
             rows = slice(k * num_images, (k + 1) * num_images)
-            padded = np.zeros((num_images, 32, 32, 1), dtype=np.uint8)
-            padded[:, 2:30, 2:30, 0] = images[rows]
             path = self.out / f"real-train-{k}.npz"
-            np.savez(path, arr_0=padded, arr_1=labels[rows])
+            np.savez(path, arr_0=pad_to_32(images[rows])[..., None], arr_1=labels[rows])
             values = evaluate("fashion-test", path, "fid,sfid", "fashion")["metrics"]
             path.unlink()
             for metric in ("sfd_fashion", "fd_fashion"):

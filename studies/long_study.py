@@ -128,13 +128,13 @@ def finals_tables(rows: list[dict], arms: tuple[str, ...]) -> list[str]:
     floor_lines, sampler_lines, pooled, by_arm, by_sampler = [], [], {}, {}, {}
     for run in runs:
         cells = [run, str(horizon[run])]
-        for name, keys in (("sample seeds", seeds), ("checkpoints", checkpoints)):
-            found = values(run, keys)
+        by_seed = values(run, seeds)
+        for name, found in (("sample seeds", by_seed), ("checkpoints", values(run, checkpoints))):
             cells += ["", ""] if found is None else [", ".join(f"{v:.3f}" for v in found), f"{stdev(found):.3f}"]
             if found is not None:
                 pooled.setdefault(name, []).append(stdev(found) ** 2)
-                if name == "sample seeds":
-                    by_arm.setdefault(arm_of(run), []).append(fmean(found))
+        if by_seed is not None:
+            by_arm.setdefault(arm_of(run), []).append(fmean(by_seed))
         floor_lines.append(cells)
         found = values(run, samplers)
         if found is not None:
