@@ -10,8 +10,8 @@ of float [B, D] features, some of:
 Adding one is a module class plus an ``EXTRACTORS`` entry naming its weights lookup and feature sizes.
 """
 
+import http.client
 import io
-import shutil
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,10 +35,14 @@ def read_state_dict_bytes(path: Path) -> bytes:
 
 
 def download(url: str, dst: Path, timeout: float = 30) -> None:
-    """Fetch url into dst through a temporary file beside it, so an interrupted download leaves nothing at dst."""
+    """Fetch url into dst. The whole body is read before dst is written (atomically), so a failed download leaves
+    nothing behind. Raises OSError (refused, timed out: ``timeout`` seconds without a byte) or
+    ``http.client.IncompleteRead`` (cut off before its Content-Length)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        data = response.read()
     dst.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(dst) as tmp, tmp.open("wb") as f, urllib.request.urlopen(url, timeout=timeout) as response:
-        shutil.copyfileobj(response, f)
+    with atomic_write(dst) as tmp:
+        tmp.write_bytes(data)
 
 
 def find_inception_weights(weights: str | None) -> Path:
@@ -54,7 +58,7 @@ def find_inception_weights(weights: str | None) -> Path:
     if not cached.is_file():
         try:
             download(URL_INCEPTION_V3, cached)
-        except OSError as err:
+        except (OSError, http.client.HTTPException) as err:
             raise ValueError(
                 f"Inception weights {cached.name} are not in {cached.parent} and the download from "
                 f"{URL_INCEPTION_V3} failed ({getattr(err, 'reason', err)}); fetch that file and pass --weights PATH"
