@@ -79,6 +79,29 @@ def test_speedup_is_two_at_every_threshold_when_one_curve_is_the_other_stretched
     assert [r.seeds["min_snr-s0"][1] for r in readings] == pytest.approx([2.0] * 5)
 
 
+def test_a_threshold_the_baseline_never_reaches_gives_a_lower_bound(tmp_path):
+    """The baseline gets down to 2.0 by its last step, 4000; the arm's seed mean reaches 1.0 at step 2000 (seed s0
+    at 1500, the log midpoint of 2.0 and 0.5; s1 at 3000), so the speed-ups are more than 4000/2000, 4000/1500 and
+    4000/3000."""
+    arms = {
+        "const": {"const-s0": [(1000, 8.0), (2000, 4.0), (4000, 2.0)]},
+        "min_snr": {
+            "min_snr-s0": [(1000, 2.0), (2000, 0.5), (3000, 0.5)],
+            "min_snr-s1": [(1000, 4.0), (2000, 1.5), (3000, 1.0)],
+        },
+    }
+    exact, bound = [r for r in read_out(arms, [(4.0, ""), (1.0, "")]) if r.arm == "min_snr"]
+    assert (exact.steps, exact.speedup, exact.bound) == (1000, 2.0, False)  # 4.0: baseline 2000, arm mean 3.0 at 1000
+    assert bound.bound and bound.steps == pytest.approx(2000) and bound.speedup == pytest.approx(2.0)
+    assert bound.seeds == {"min_snr-s0": pytest.approx((1500, 4000 / 1500)), "min_snr-s1": pytest.approx((3000, 4 / 3))}
+    text = report(arms, "fd_fashion", tmp_path / "c.png", [1.0], "")
+    line = next(line for line in text.splitlines() if line.strip().startswith("1  --threshold"))
+    assert line.split()[3:] == ["never", "-", "s0", "never", "(-)"]  # the baseline's own row
+    line = text.splitlines()[text.splitlines().index(line) + 1]
+    assert line.split() == ["min_snr", "2000", ">2.00x", "s0", "1500", "(>2.67x),", "s1", "3000", "(>1.33x)"]
+    assert (tmp_path / "c-speedup.png").stat().st_size > 1000
+
+
 def test_a_baseline_with_one_evaluation_reads_out_nothing_and_says_so(tmp_path):
     # a study scores each run as it finishes: after one checkpoint there is no rung between two evaluations
     arms = {"const": {"const-s0": [(500, 342.8)]}}

@@ -17,10 +17,12 @@ folders never merge. Runs group into arms by ``--arm NAME=KEY,KEY`` or else by d
 Each arm's curve is its seed mean at the steps every seed evaluated, drawn with the seeds' min-max band and dots,
 log y. Steps to a threshold are read between the two evaluations that bracket it, linear in step and in log value,
 for every seed and for the seed mean. Speed-up = the baseline mean's steps over the arm's (per seed: over that
-seed's). Thresholds: the baseline mean's values at 1/8, 1/4, 1/2 and 3/4 of its last step (those within its
-evaluated range), plus every --threshold. Beside OUT goes OUT-speedup.png: speed-up against threshold, which shows
-where, and by how much, an arm starts to win. ``--smooth N`` reads every run as the geometric mean over N
-evaluations centred on each, a check that a reading does not rest on one checkpoint's luck.
+seed's). Where the baseline mean never reaches a threshold, its last evaluated step stands in for its steps, and
+the speed-up is a lower bound, printed as ">2.24x" and dashed in the plot. Thresholds: the baseline mean's values
+at 1/8, 1/4, 1/2 and 3/4 of its last step (those within its evaluated range), plus every --threshold. Beside OUT
+goes OUT-speedup.png: speed-up against threshold, which shows where, and by how much, an arm starts to win.
+``--smooth N`` reads every run as the geometric mean over N evaluations centred on each, a check that a reading
+does not rest on one checkpoint's luck.
 """
 
 import argparse
@@ -216,10 +218,11 @@ class Reading:
     steps: float | None
     speedup: float | None
     seeds: dict[str, tuple[float | None, float | None]]  # run key -> (steps, speed-up)
+    bound: bool  # the baseline mean never reached the threshold: its last step stands in, speed-ups are lower bounds
 
 
-def ratio(base: float | None, steps: float | None) -> float | None:
-    return base / steps if base and steps else None
+def ratio(base: float, steps: float | None) -> float | None:
+    return base / steps if steps else None
 
 
 def read_out(arms: dict[str, dict[str, Curve]], thresholds: list[tuple[float, str]]) -> list[Reading]:
@@ -228,12 +231,14 @@ def read_out(arms: dict[str, dict[str, Curve]], thresholds: list[tuple[float, st
     baseline = next(iter(bands.values()))
     readings = []
     for threshold, source in thresholds:
-        base = steps_to_reach(baseline, threshold)
+        reached_by_base = steps_to_reach(baseline, threshold)
+        bound = reached_by_base is None
+        base = float(baseline[-1][0]) if bound else reached_by_base
         for arm, seeds in arms.items():
             steps = steps_to_reach(bands[arm], threshold)
             reached = {key: steps_to_reach(curve, threshold) for key, curve in seeds.items()}
             per_seed = {key: (s, ratio(base, s)) for key, s in reached.items()}
-            readings.append(Reading(threshold, source, arm, steps, ratio(base, steps), per_seed))
+            readings.append(Reading(threshold, source, arm, steps, ratio(base, steps), per_seed, bound))
     return readings
 
 
@@ -249,8 +254,8 @@ def table(readings: list[Reading], metric: str) -> str:
     def steps(s: float | None) -> str:
         return "never" if s is None else f"{s:.0f}"
 
-    def speed(r: float | None) -> str:
-        return "-" if r is None else f"{r:.2f}x"
+    def speed(r: float | None, bound: bool) -> str:
+        return "-" if r is None else f"{'>' if bound else ''}{r:.2f}x"
 
     if not readings:
         return f"{metric}: no threshold to read yet (the baseline needs two evaluations, or pass --threshold)"
@@ -265,9 +270,10 @@ def table(readings: list[Reading], metric: str) -> str:
     for r in readings:
         head = ("", "") if r.threshold == previous else (f"{r.threshold:.4g}", r.source)
         previous = r.threshold
-        seeds = ", ".join(f"{seed_name(k, r.arm)} {steps(s)} ({speed(x)})" for k, (s, x) in r.seeds.items())
+        seeds = ", ".join(f"{seed_name(k, r.arm)} {steps(s)} ({speed(x, r.bound)})" for k, (s, x) in r.seeds.items())
         lines.append(
-            f"{head[0]:>9s}  {head[1]:20s} {r.arm:{width}s} {steps(r.steps):>7s} {speed(r.speedup):>8s}  {seeds}"
+            f"{head[0]:>9s}  {head[1]:20s} {r.arm:{width}s} {steps(r.steps):>7s} {speed(r.speedup, r.bound):>8s}  "
+            f"{seeds}"
         )
     return "\n".join(lines)
 
@@ -303,23 +309,28 @@ def plot_curves(arms: dict[str, dict[str, Curve]], metric: str, path: Path, titl
 
 
 def plot_speedups(arms: dict[str, dict[str, Curve]], rungs: list[float], metric: str, path: Path) -> None:
-    """Speed-up over the baseline against threshold, on 60 thresholds spanning the baseline mean's range."""
+    """Speed-up over the baseline against threshold, on 60 thresholds from the baseline mean's highest value to
+    the lowest of any arm's mean; dashed where it is a lower bound (the baseline never got there)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    values = seed_band(next(iter(arms.values()))).mean
-    top, bottom = max(values), min(values)
+    top = max(seed_band(next(iter(arms.values()))).mean)
+    bottom = min(min(seed_band(seeds).mean) for seeds in arms.values())
     grid = [(top * (bottom / top) ** (i / 59), "") for i in range(60)]
     readings = read_out(arms, grid)
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     ax.axhline(1.0, color="C0", linewidth=1, label=f"{next(iter(arms))} (baseline)")
     for i, arm in enumerate(list(arms)[1:], start=1):
         mine = [r for r in readings if r.arm == arm]
-        speed = [math.nan if r.speedup is None else r.speedup for r in mine]
-        ax.plot([r.threshold for r in mine], speed, color=f"C{i}", label=f"{arm}, seed mean")
+        thresholds = [r.threshold for r in mine]
+        exact = [math.nan if r.speedup is None or r.bound else r.speedup for r in mine]
+        at_least = [r.speedup if r.speedup is not None and r.bound else math.nan for r in mine]
+        ax.plot(thresholds, exact, color=f"C{i}", label=f"{arm}, seed mean")
+        if not all(map(math.isnan, at_least)):
+            ax.plot(thresholds, at_least, color=f"C{i}", linestyle="--", label=f"{arm}, at least (baseline never)")
         for r in mine:
             seeds = [x for _, x in r.seeds.values() if x is not None]
             ax.scatter([r.threshold] * len(seeds), seeds, s=4, color=f"C{i}", alpha=0.5)
