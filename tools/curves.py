@@ -310,7 +310,8 @@ def plot_curves(arms: dict[str, dict[str, Curve]], metric: str, path: Path, titl
 
 def plot_speedups(arms: dict[str, dict[str, Curve]], rungs: list[float], metric: str, path: Path) -> None:
     """Speed-up over the baseline against threshold, on 60 thresholds from the baseline mean's highest value to
-    the lowest of any arm's mean; dashed where it is a lower bound (the baseline never got there)."""
+    the lowest of any arm's mean; dashed, and its seeds' dots hollow, where it is a lower bound (the baseline never
+    got there)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -333,7 +334,8 @@ def plot_speedups(arms: dict[str, dict[str, Curve]], rungs: list[float], metric:
             ax.plot(thresholds, at_least, color=f"C{i}", linestyle="--", label=f"{arm}, at least (baseline never)")
         for r in mine:
             seeds = [x for _, x in r.seeds.values() if x is not None]
-            ax.scatter([r.threshold] * len(seeds), seeds, s=4, color=f"C{i}", alpha=0.5)
+            face = "none" if r.bound else f"C{i}"  # hollow: a lower bound, like the dashed line
+            ax.scatter([r.threshold] * len(seeds), seeds, s=6, edgecolors=f"C{i}", facecolors=face, linewidths=0.6)
     for rung in rungs:
         ax.axvline(rung, color="grey", linestyle=":", linewidth=0.8)
     ax.set_xscale("log")
@@ -343,7 +345,7 @@ def plot_speedups(arms: dict[str, dict[str, Curve]], rungs: list[float], metric:
     ax.invert_xaxis()
     ax.set_xlabel(f"threshold {metric}\n(stricter to the right; dotted: the printed ladder)")
     ax.set_ylabel("speed-up over the baseline (steps ratio)")
-    ax.set_title("Where and by how much an arm starts to win (dots: seeds)", fontsize=10)
+    ax.set_title("Where and by how much an arm starts to win (dots: seeds; hollow: at least)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
