@@ -47,7 +47,7 @@ demo: setup
 # Both resume where they stopped. Times are those of the committed runs on this project's 2-core machine.
 STUDY_OUT = $(if $(OUT_DIR),--out $(OUT_DIR))
 
-# The CPU convergence study: about 2 hours on 2 cores.
+# The CPU convergence study: about 3.5 hours on 2 cores, its runs one after the other.
 reproduce-small: setup
 	$(BIN)/python studies/reproduce_small.py $(STUDY_OUT)
 

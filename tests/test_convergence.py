@@ -165,8 +165,8 @@ def test_command_refuses_runs_without_the_metric(tmp_path):
 
 def test_command_reads_smoothed_curves_and_refuses_an_even_window(tmp_path):
     runs = [str(write_metrics(tmp_path / f"{arm}-s0", [(k * 100, 0.1, 50 / k) for k in range(1, 6)])) for arm in "ab"]
-    res = subprocess.run([*CURVES, *runs, "--metric", "fd_fashion", "--smooth", "3", "--out", str(tmp_path / "c.png")],
-                         capture_output=True, text=True, env=ENV)  # fmt: skip
+    flags = ["--metric", "fd_fashion", "--smooth", "3", "--out", str(tmp_path / "c.png")]
+    res = subprocess.run([*CURVES, *runs, *flags], capture_output=True, text=True, env=ENV)
     assert res.returncode == 0 and "fd_fashion (smoothed over 3 evaluations): steps to reach" in res.stdout
     res = subprocess.run([*CURVES, *runs, "--smooth", "2"], capture_output=True, text=True, env=ENV)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "--smooth 2: an odd number" in res.stderr

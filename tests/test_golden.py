@@ -20,8 +20,8 @@ import torch
 from training.checkpoint import list_checkpoints, load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = ["--config", str(ROOT / "configs" / "fashion_dit-t4_x0_const.toml"), "--max-steps", "6", "--ckpt-every",
-        "3", "--log-every", "3", "--num-workers", "0"]  # fmt: skip
+CONFIG = ROOT / "configs" / "fashion_dit-t4_x0_const.toml"
+DEMO = ["--config", str(CONFIG), "--max-steps", "6", "--ckpt-every", "3", "--log-every", "3", "--num-workers", "0"]
 RUNS = {
     "demo": [],
     "min_snr": ["--weighting", "min_snr", "--snr-gamma", "5"],
@@ -95,8 +95,8 @@ def test_training_is_bit_identical_to_the_recorded_run(runs, name):
 def test_sampling_is_bit_identical_to_the_recorded_npz(runs, tmp_path, sampler):
     ckpt = list_checkpoints(runs["sampling-source"] / "checkpoints")[-1]
     out = tmp_path / "s.npz"
-    run("sample_ddp.py", ["--ckpt", str(ckpt), "--num-samples", "6", "--per-proc-batch-size", "4", "--seed", "3",
-                          *SAMPLES[sampler], "--out", str(out)])  # fmt: skip
+    batch = ["--num-samples", "6", "--per-proc-batch-size", "4", "--seed", "3"]
+    run("sample_ddp.py", ["--ckpt", str(ckpt), *batch, *SAMPLES[sampler], "--out", str(out)])
     with np.load(out) as f:
         assert f["arr_0"].std() > 10  # not a blank image: the pin sees the sampler's arithmetic
     assert npz_sha256(out) == GOLDEN_SAMPLES[sampler]

@@ -121,7 +121,7 @@ def test_rerun_after_a_kill_resumes_and_gives_the_same_file(ckpt, tmp_path):
 
 
 def test_other_batch_size_changes_few_values(ckpt, tmp_path):
-    """Across batch sizes only kernel blocking differs; measured here: see the README's sampling section."""
+    """Across batch sizes only kernel blocking differs; measured here: see docs/sampling.md."""
     sample(quick(ckpt, tmp_path / "b4.npz"))
     sample([*quick(ckpt, tmp_path / "b7.npz"), "--per-proc-batch-size", "7"])
     a, b = (np.load(tmp_path / f"{n}.npz")["arr_0"].astype(int) for n in ("b4", "b7"))

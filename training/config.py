@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="none: pixels as they are, latents × the SD scale 0.18215 (the paper's); channel: standardise each "
         "channel by its training-set mean and std (latents: from the manifest)",
     )
-    a("--results-dir", help="the run directory (checkpoints, logs); default results/<model>-<prediction>-<weighting>")
+    a(
+        "--results-dir",
+        help="the run directory (checkpoints, logs); default results/<model>-<prediction>-<weighting>"
+        "[-<option> ...]-s<seed>, naming each loss option that differs from its default",
+    )
     a("--prediction", default="x0", help="what the network predicts: eps | x0 | v")
     a("--weighting", default="min_snr", help="loss weighting (diffusion/weighting.py): " + " | ".join(WEIGHTINGS))
     add_params(p, WEIGHTING_PARAMS)  # --snr-gamma, --sigma-data, --sigmoid-bias, ...
