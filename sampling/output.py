@@ -34,7 +34,8 @@ class PerSampleNoise:
 
 
 def quantize(x: torch.Tensor) -> np.ndarray:
-    """Images in [-1, 1], [B, C, H, W] -> uint8 NHWC by ADM's rule clamp(127.5·x + 128, 0, 255), truncated."""
+    """Images in [-1, 1], [B, C, H, W] -> uint8 NHWC by DiT's rule clamp(127.5·x + 128, 0, 255), truncated. ADM's
+    ((x + 1)·127.5) truncates half a level lower; the +128 gives pixels p/127.5 − 1 back as p exactly."""
     return (127.5 * x.float() + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 

@@ -37,7 +37,7 @@ def test_channel_stats_match_numpy_and_apply_standardises():
 
 def test_fashion_statistics_and_the_pixel_round_trip_gives_back_the_images():
     """Fashion-MNIST on a black 32×32 canvas in [−1, 1] has mean −0.562 and std 0.664, the figures of
-    docs/training.md ("Normalisation"). Normalised images, inverted and quantised by ADM's rule, are the original
+    docs/training.md ("Normalisation"). Normalised images, inverted and quantised by DiT's rule, are the original
     uint8 pixels exactly."""
     data = open_training_data(None, data_norm="channel")
     assert data.transform.mean[0] == pytest.approx(-0.562, abs=5e-4)

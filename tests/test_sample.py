@@ -97,11 +97,13 @@ def test_noise_of_a_sample_does_not_depend_on_its_batch():
     )
 
 
-def test_quantize_is_adms_rule():
+def test_quantize_is_dits_rule_and_gives_every_pixel_back():
+    """DiT's sample_ddp.py: clamp(127.5·x + 128, 0, 255), truncated. At x = 0 it gives 128, where ADM's
+    (x + 1)·127.5 gives 127."""
     x = torch.tensor([-1.5, -1.0, -0.001, 0.0, 0.999, 1.0]).reshape(1, 1, 1, 6)
-    expected = np.clip(127.5 * x.numpy() + 128, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-    assert np.array_equal(quantize(x), expected)
     assert quantize(x).ravel().tolist() == [0, 0, 127, 128, 255, 255]
+    pixels = torch.arange(256)
+    assert quantize((pixels / 127.5 - 1).reshape(1, 1, 1, 256)).ravel().tolist() == pixels.tolist()
 
 
 def test_rerun_after_a_kill_resumes_and_gives_the_same_file(ckpt, tmp_path):
