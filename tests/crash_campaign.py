@@ -147,9 +147,10 @@ def final_files(out: Path) -> list[Path]:
     )
 
 
-def temporaries(out: Path) -> list[str]:
-    """The final names of the files being saved: atomic writes leave ``.NAME.XXXX.tmp`` while in progress."""
-    return sorted(p.name[1:].rsplit(".", 2)[0] for p in out.rglob(".*.tmp"))
+def temporaries(out: Path, before: frozenset[Path] = frozenset()) -> list[str]:
+    """The final names of the files being saved: atomic writes leave ``.NAME.XXXX.tmp`` while in progress. Those in
+    ``before`` (left by an earlier kill, and not yet removed by the run that cleans them up) are not counted."""
+    return sorted(p.name[1:].rsplit(".", 2)[0] for p in out.rglob(".*.tmp") if p not in before)
 
 
 def differences(job: Job, out: Path, ref: Path) -> list[str]:
@@ -188,10 +189,10 @@ def complete(job: Job, out: Path, ref: Path) -> list[str]:
     return problems
 
 
-def wait(proc: subprocess.Popen, delay: float, marker: str, saves: Path | None) -> bool:
-    """Wait ``delay`` seconds, then (aiming at saves) until a temporary file shows under ``saves``, and SIGKILL the
-    run's processes found just before it showed: on a loaded machine a scan of /proc after it showed can outlast
-    the save. True if the process finished first."""
+def wait(proc: subprocess.Popen, delay: float, marker: str, saves: Path | None, before: frozenset[Path]) -> bool:
+    """Wait ``delay`` seconds, then (aiming at saves) until a temporary file not in ``before`` shows under ``saves``,
+    and SIGKILL the run's processes found just before it showed: on a loaded machine a scan of /proc after it
+    showed can outlast the save. True if the process finished first."""
     try:
         proc.wait(delay)
         return True
@@ -199,7 +200,7 @@ def wait(proc: subprocess.Popen, delay: float, marker: str, saves: Path | None) 
         pass
     while saves is not None:
         pids = marked(marker)
-        if temporaries(saves):
+        if temporaries(saves, before):
             kill(pids)
             return False
         if proc.poll() is not None:
@@ -224,12 +225,13 @@ def campaign(job: Job, kills: int, chain: int, aim: str, work: Path, rng: random
         shutil.rmtree(out, ignore_errors=True)
         for attempt in range(min(chain, kills - sent)):
             marker = uuid.uuid4().hex
+            left = frozenset(out.rglob(".*.tmp"))  # an earlier kill's, which the run removes as it starts
             with open(log, "wb") as stderr:
                 proc = subprocess.Popen(
                     command(job, fixture, out, slow=True), env=env(marker), stdout=subprocess.DEVNULL, stderr=stderr
                 )
             delay = rng.uniform(0, window)
-            finished = wait(proc, delay, marker, out if aim == "saves" else None)
+            finished = wait(proc, delay, marker, out if aim == "saves" else None, left)
             if not finished:
                 kill_all(marker, proc)
             err = log.read_text(errors="replace").strip().splitlines()
@@ -239,7 +241,7 @@ def campaign(job: Job, kills: int, chain: int, aim: str, work: Path, rng: random
                 "attempt": attempt,
                 "delay_s": f"{delay:.2f}",
                 "killed": int(not finished),
-                "in_save": " ".join(temporaries(out)),
+                "in_save": " ".join(temporaries(out, left)),
                 "files": len(final_files(out)),
                 "exit": proc.returncode,
             }
