@@ -8,9 +8,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from tools.curves import group, ladder, load, read_out, report, seed_band, smooth, steps_to_reach, value_at
+from tools.curves import (
+    group,
+    ladder,
+    load,
+    plot_speedups,
+    read_out,
+    report,
+    seed_band,
+    smooth,
+    steps_to_reach,
+    value_at,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
@@ -100,6 +112,12 @@ def test_a_threshold_the_baseline_never_reaches_gives_a_lower_bound(tmp_path):
     line = text.splitlines()[text.splitlines().index(line) + 1]
     assert line.split() == ["min_snr", "2000", ">2.00x", "s0", "1500", "(>2.67x),", "s1", "3000", "(>1.33x)"]
     assert (tmp_path / "c-speedup.png").stat().st_size > 1000
+    # In the plot, thresholds under 2.0 (the baseline's best) are the lower bounds: a dashed line, hollow seed dots.
+    ax = plot_speedups(arms, [1.0], "fd_fashion", tmp_path / "s.png").axes[0]
+    solid, dashed = ([x for x, y in line.get_xydata() if np.isfinite(y)] for line in ax.get_lines()[1:3])
+    assert ax.get_lines()[2].get_linestyle() == "--" and max(dashed) < 2.0 < min(solid)
+    dots = [(c.get_offsets()[0][0], len(c.get_facecolors()) == 0) for c in ax.collections if len(c.get_offsets())]
+    assert len(dots) == 60 and all(hollow == (x < 2.0) for x, hollow in dots)
 
 
 def test_a_baseline_with_one_evaluation_reads_out_nothing_and_says_so(tmp_path):

@@ -92,8 +92,21 @@ def test_the_tool_writes_one_row_per_checkpoint_and_t_resumes_and_draws(runs, tm
     assert {r["run"] for r in rows} == {"x0-const-s0", "x0-min_snr-s0"}
     assert all(float(r["floor_class_mean"]) < float(r["floor_mean"]) < float(r["floor_zero"]) for r in rows)
     assert (tmp_path / "denoiser_heatmap.png").stat().st_size > 10_000
-    assert tool(*args).returncode == 0
-    assert len(list(csv.DictReader((tmp_path / "denoiser.csv").open()))) == 8  # nothing measured twice
+    # A re-run measures nothing; with one checkpoint's rows removed, it measures that checkpoint alone, as before.
+    path = tmp_path / "denoiser.csv"
+    before = path.read_bytes()
+    res = tool(*args)
+    assert res.returncode == 0 and " step " not in res.stdout and path.read_bytes() == before
+    first = rows[0]
+    kept = [r for r in rows if (r["run"], r["step"]) != (first["run"], first["step"])]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(first))
+        writer.writeheader()
+        writer.writerows(kept)
+    res = tool(*args)
+    measured = [line.split(":")[0] for line in res.stdout.splitlines() if " step " in line]
+    assert res.returncode == 0 and measured == [f"{first['run']} step {first['step']}"]
+    assert list(csv.DictReader(path.open())) == kept + [r for r in rows if r not in kept]
 
 
 def test_a_run_without_checkpoints_is_one_line_and_exit_2(tmp_path):

@@ -107,16 +107,14 @@ def test_accelerate_launch_trains_what_torchrun_trains(latents, tmp_path):
     the bit; its --mixed_precision reaches the run."""
     flags = "--model DiT-T/4 --global-batch-size 4 --num-workers 0 --max-steps 2 --ckpt-every 2".split()
     args = [*flags, "--data-path", str(latents)]
-    torchrun = launcher(2)
-    port = int(torchrun[torchrun.index("--master_port") + 1])
-    cmd = [*torchrun, str(ROOT / "train.py"), *args, "--results-dir", str(tmp_path / "torchrun")]
+    cmd = [*launcher(2), str(ROOT / "train.py"), *args, "--results-dir", str(tmp_path / "torchrun")]
     subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    accelerate_launch([*args, "--results-dir", str(tmp_path / "accelerate")], ["--mixed_precision", "no"], port)
+    accelerate_launch([*args, "--results-dir", str(tmp_path / "accelerate")], ["--mixed_precision", "no"], free_port())
     a = load_checkpoint(tmp_path / "torchrun/checkpoints/0000002.pt")
     b = load_checkpoint(tmp_path / "accelerate/checkpoints/0000002.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     bf16 = [*args, "--max-steps", "1", "--results-dir", str(tmp_path / "bf16")]
-    accelerate_launch(bf16, ["--mixed_precision", "bf16"], port)
+    accelerate_launch(bf16, ["--mixed_precision", "bf16"], free_port())
     assert json.loads((tmp_path / "bf16/config.json").read_text())["precision"] == "bf16"
 
 

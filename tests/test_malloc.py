@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,6 +63,9 @@ def test_large_blocks_move_from_mmap_to_a_heap_that_keeps_them():
 
 
 def test_reallocating_freed_activations_costs_no_page_faults():
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if thp.exists() and "[always]" in thp.read_text():
+        pytest.skip("transparent huge pages are 'always' here: memory faults in 2 MiB at a time, not 4 KiB")
     faults = run(ROUNDS)
     assert faults[0] >= 8 * MIB16 // 4096 // 2, f"the first round must fault its memory in: {faults}"
     assert sum(faults[3:]) == 0, f"rounds 4-6 should reuse the kept pages, page faults per round: {faults}"
