@@ -292,7 +292,8 @@ def plot_curves(arms: dict[str, dict[str, Curve]], metric: str, path: Path, titl
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for i, (arm, seeds) in enumerate(arms.items()):
         band, color = seed_band(seeds), f"C{i}"
-        ax.plot(band.steps, band.mean, marker="o", markersize=3, color=color, label=f"{arm} ({len(seeds)} seeds)")
+        label = f"{arm} ({len(seeds)} seeds)" if len(seeds) > 1 else f"{arm} (1 seed)"
+        ax.plot(band.steps, band.mean, marker="o", markersize=3, color=color, label=label)
         if len(seeds) > 1:
             ax.fill_between(band.steps, band.low, band.high, color=color, alpha=0.2, linewidth=0)
             for curve in seeds.values():
