@@ -147,10 +147,15 @@ def final_files(out: Path) -> list[Path]:
     )
 
 
+def temp_files(out: Path) -> frozenset[Path]:
+    """The temporary files under ``out``: atomic writes leave ``.NAME.XXXX.tmp`` while in progress."""
+    return frozenset(out.rglob(".*.tmp"))
+
+
 def temporaries(out: Path, before: frozenset[Path] = frozenset()) -> list[str]:
-    """The final names of the files being saved: atomic writes leave ``.NAME.XXXX.tmp`` while in progress. Those in
-    ``before`` (left by an earlier kill, and not yet removed by the run that cleans them up) are not counted."""
-    return sorted(p.name[1:].rsplit(".", 2)[0] for p in out.rglob(".*.tmp") if p not in before)
+    """The final names of the files being saved, from their temporary files. Those in ``before`` (left by an
+    earlier kill, and not yet removed by the run that cleans them up) are not counted."""
+    return sorted(p.name[1:].rsplit(".", 2)[0] for p in temp_files(out) - before)
 
 
 def differences(job: Job, out: Path, ref: Path) -> list[str]:
@@ -225,7 +230,7 @@ def campaign(job: Job, kills: int, chain: int, aim: str, work: Path, rng: random
         shutil.rmtree(out, ignore_errors=True)
         for attempt in range(min(chain, kills - sent)):
             marker = uuid.uuid4().hex
-            left = frozenset(out.rglob(".*.tmp"))  # an earlier kill's, which the run removes as it starts
+            left = temp_files(out)  # an earlier kill's, which the run removes as it starts
             with open(log, "wb") as stderr:
                 proc = subprocess.Popen(
                     command(job, fixture, out, slow=True), env=env(marker), stdout=subprocess.DEVNULL, stderr=stderr

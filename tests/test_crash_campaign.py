@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from tests.crash_campaign import JOBS, complete, differences, temporaries
+from tests.crash_campaign import JOBS, complete, differences, temp_files, temporaries
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def test_the_checks_catch_a_changed_file_a_cut_checkpoint_a_missing_one_and_a_le
     (out / "latents/manifest.json").write_bytes(b"{ }")
     (out / "latents/.shard-00001.npy.abcd.tmp").write_bytes(b"")
     assert temporaries(out) == ["shard-00001.npy"]
-    assert temporaries(out, frozenset(out.rglob(".*.tmp"))) == []  # an earlier kill's leftover is not a new save
+    assert temporaries(out, temp_files(out)) == []  # an earlier kill's leftover is not a new save
     problems = complete(JOBS["extract"], out, ref)
     assert problems == [
         "latents/manifest.json: bytes differ from the reference",
